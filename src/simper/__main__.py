@@ -1,0 +1,3 @@
+from simper.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,342 @@
+"""Typed configuration: dataclasses per concern, loaded from YAML and overridden by dotted keys.
+
+A config file mirrors the dataclasses::
+
+    model: {name_or_path: ./my-sft-model, torch_dtype: bfloat16}
+    data: {train: [pairs.jsonl], max_length: 1024}
+    training: {learning_rate: 1.0e-6, per_device_train_batch_size: 2}
+
+and any field can be overridden on the command line as ``training.learning_rate=5e-7``. Unknown keys
+are errors that name the key and suggest the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simper.errors import UserError
+from simper.objectives import REGISTRY, get_objective
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
+
+
+def _field(default: Any, help: str) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _field(
+        "tiny-random-llama",
+        "model to train: a local folder, a Hugging Face hub id, or a built-in alias (tiny-random-llama)",
+    )
+    torch_dtype: str = _field("float32", f"dtype the weights are loaded in: {', '.join(DTYPES)}")
+    attn_implementation: str | None = _field(
+        None, "attention kernel: eager, sdpa, flash_attention_2 (default: the model's)"
+    )
+    trust_remote_code: bool = _field(False, "run modelling code shipped with a hub model (off unless you trust it)")
+    revision: str | None = _field(None, "hub branch, tag or commit of the model")
+    chat_template: str | None = _field(None, "Jinja chat template to use when the tokenizer has none")
+    gradient_checkpointing: bool = _field(False, "recompute activations in backward: less memory, about 30% slower")
+
+    def __post_init__(self) -> None:
+        _choice("model.torch_dtype", self.torch_dtype, DTYPES)
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = _field(
+        [],
+        "training sources: .jsonl/.json/.parquet/.csv files, save_to_disk folders, hub ids (id:split); "
+        "empty = the shipped example pairs",
+    )
+    eval: list[str] = _field([], "held-out sources (same kinds as train)")
+    split: str = _field("train", "split taken from hub datasets and save_to_disk folders")
+    eval_split: str = _field("test", "split taken from held-out hub datasets and folders")
+    eval_fraction: float = _field(0.0, "fraction of the training pairs held out when no eval source is given")
+    max_length: int = _field(512, "max tokens of prompt + response; responses are cut to fit")
+    max_prompt_length: int = _field(256, "max prompt tokens; longer prompts keep their end")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"data.eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_prompt_length < 1 or self.max_length <= self.max_prompt_length:
+            raise ValueError(
+                f"data.max_length ({self.max_length}) must exceed data.max_prompt_length ({self.max_prompt_length}) ≥ 1"
+            )
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = _field("simper", f"preference objective: {', '.join(REGISTRY)}")
+    params: dict[str, float] = _field(
+        {}, "the objective's own hyperparameters, e.g. objective.params.beta=0.1 (SimPER has none)"
+    )
+
+    def __post_init__(self) -> None:
+        objective = get_objective(self.name)
+        for key, value in self.params.items():
+            if key not in objective.defaults:
+                raise ValueError(
+                    f"objective.params.{key}: {self.name} has no such parameter; "
+                    f"it takes: {', '.join(objective.defaults) or 'none'}"
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"objective.params.{key}: expected a number, got {value!r}")
+
+
+@dataclass
+class TrainingConfig:
+    output_dir: str = _field("runs/simper", "run folder: checkpoints, metrics.jsonl and the final model")
+    learning_rate: float = _field(1e-6, "peak learning rate of AdamW (SimPER's one knob)")
+    per_device_train_batch_size: int = _field(2, "pairs per device per micro-batch")
+    per_device_eval_batch_size: int = _field(4, "pairs per device per evaluation batch")
+    gradient_accumulation_steps: int = _field(1, "micro-batches per optimizer step")
+    num_train_epochs: float = _field(1.0, "passes over the training pairs (ignored when max_steps > 0)")
+    max_steps: int = _field(-1, "optimizer steps to run; -1 = from num_train_epochs")
+    lr_scheduler_type: str = _field("cosine", f"learning-rate schedule: {', '.join(SCHEDULERS)}")
+    warmup_ratio: float = _field(0.1, "fraction of the steps spent warming the learning rate up")
+    weight_decay: float = _field(0.0, "AdamW weight decay")
+    adam_beta1: float = _field(0.9, "AdamW β1")
+    adam_beta2: float = _field(0.999, "AdamW β2")
+    adam_epsilon: float = _field(1e-8, "AdamW ε")
+    max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 = no clipping")
+    bf16: bool = _field(False, "bf16 autocast (GPU, and CPUs with bf16 support)")
+    fp16: bool = _field(False, "fp16 autocast with loss scaling (GPU)")
+    seed: int = _field(42, "seed of weights init, data order and dropout")
+    eval_steps: int = _field(0, "evaluate on the held-out pairs every N steps; 0 = only at the end")
+    save_steps: int = _field(0, "write a resumable checkpoint every N steps; 0 = only at the end")
+    save_total_limit: int = _field(2, "checkpoints kept (oldest removed first)")
+    logits_chunk_size: int = _field(1024, "response positions whose logits are made at once; 0 = all")
+    max_nonfinite_steps: int = _field(3, "stop after this many consecutive steps with a non-finite loss or gradient")
+    resume: bool = _field(False, "continue from the last checkpoint in output_dir")
+    overwrite: bool = _field(False, "replace a non-empty output_dir")
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate}")
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"training.max_steps must be -1 or ≥ 1, got {self.max_steps}")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(f"training.num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if self.bf16 and self.fp16:
+            raise ValueError("training.bf16 and training.fp16 cannot both be on")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.resume and self.overwrite:
+            raise ValueError("training.resume and training.overwrite cannot both be on")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"training.max_nonfinite_steps must be ≥ 1, got {self.max_nonfinite_steps}")
+        _choice("training.lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+
+
+@dataclass
+class LoggingConfig:
+    logging_steps: int = _field(10, "print a progress line every N steps when not on a terminal")
+    report_to: list[str] = _field([], f"trackers through accelerate: {', '.join(TRACKERS)}")
+    run_name: str | None = _field(None, "name of the run in the trackers (default: the output folder's name)")
+
+    def __post_init__(self) -> None:
+        for tracker in self.report_to:
+            _choice("logging.report_to", tracker, TRACKERS)
+        if self.logging_steps < 1:
+            raise ValueError(f"logging.logging_steps must be ≥ 1, got {self.logging_steps}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``simper train`` needs, grouped by concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading: YAML file, then dotted overrides, then typed construction
+# ------------------------------------------------------------------------------------------------
+
+
+def field_docs(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type, default, help)`` for every leaf field, for ``--help``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hints = typing.get_type_hints(cls)
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += field_docs(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((prefix + f.name, _type_label(hints[f.name]), default, f.metadata.get("help", "")))
+    return rows
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Build a :class:`TrainConfig` from an optional YAML file and ``key=value`` overrides.
+
+    Raises:
+        UserError: unreadable file, unknown key (with the closest valid one), a value of the wrong
+            type, or a broken cross-field rule; the message names the file or override and the key.
+    """
+    tree: dict[str, Any] = {}
+    where = "command line"
+    if path is not None:
+        where = path
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: cannot read config ({getattr(err, 'strerror', None) or err})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}{line}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UserError(f"{path}: a config must be a mapping of sections (model, data, training, ...)")
+        tree = loaded or {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {override!r}: expected key=value, e.g. training.learning_rate=1e-6")
+        _set_dotted(tree, key.strip(), yaml.safe_load(value) if value.strip() else "", override)
+    try:
+        return _build(TrainConfig, tree, "", where)
+    except ValueError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any, override: str) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {override!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: {prefix.rstrip('.') or 'config'}: expected a section (mapping), got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            if not close:  # a leaf key put in the wrong section, e.g. model.learning_rate
+                every = [name for name, *_ in field_docs()]
+                close = (
+                    difflib.get_close_matches(f"{prefix}{key}", every, n=1)
+                    or [name for name in every if name.endswith(f".{key}")][:1]
+                )
+                suggestion = f"; did you mean {close[0]}?" if close else ""
+            else:
+                suggestion = f"; did you mean {prefix}{close[0]}?"
+            raise UserError(f"{where}: unknown key {prefix}{key}{suggestion}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.", where)
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}", where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation, converting what YAML leaves as strings (``1e-6``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise TypeError
+        if hint is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            return int(value) if isinstance(value, int | str) else _raise()
+        if hint is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value) if isinstance(value, int | float | str) else _raise()
+        if hint is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return str(value)
+            raise TypeError
+        if origin is list:
+            items = value if isinstance(value, list) else [value] if isinstance(value, str) else _raise()
+            items = [item for part in items for item in (part.split(",") if isinstance(part, str) else [part])]
+            return [_coerce(item, args[0], key, where) for item in items if item != ""]
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return {str(k): _coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {key}: expected {_type_label(hint)}, got {value!r}") from None
+    raise UserError(f"{where}: {key}: unsupported type {hint}")  # pragma: no cover - a programming error
+
+
+def _raise() -> Any:
+    raise TypeError
+
+
+def _type_label(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " | ".join(_type_label(a) for a in args)
+    if origin is list:
+        return f"list of {_type_label(args[0])}"
+    if origin is dict:
+        return f"mapping of {_type_label(args[1])}"
+    return {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "null",
+    }.get(hint, str(hint))
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML (loadable again with :func:`load_config`)."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

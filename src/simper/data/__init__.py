@@ -1,0 +1,1 @@
+"""The preference data pipeline: sources → formats → tokenize → collate."""

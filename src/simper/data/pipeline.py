@@ -1,0 +1,75 @@
+"""From the data config to tokenized train and held-out sets, with a report of what was kept."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from simper.data.formats import PreferencePair, load_pairs
+from simper.data.sources import read_rows
+from simper.data.tokenize import TokenizedPair, tokenize_pairs
+from simper.errors import UserError
+
+
+@dataclass
+class PreparedData:
+    """Tokenized pairs and the log lines that say where they came from and what was dropped."""
+
+    train: list[TokenizedPair]
+    eval: list[TokenizedPair]
+    report: list[str] = field(default_factory=list)
+
+
+def read_pairs(sources: list[str], split: str, report: list[str]) -> tuple[list[PreferencePair], Counter]:
+    """Read and normalize several sources, one format detected per source."""
+    pairs, drops = [], Counter()
+    for source in sources:
+        rows = read_rows(source, split)
+        source_pairs, fmt, source_drops = load_pairs(rows)
+        report.append(f"{source}: {len(rows)} rows, format: {fmt}")
+        pairs += source_pairs
+        drops += source_drops
+    return pairs, drops
+
+
+def prepare_data(
+    train_sources: list[str],
+    eval_sources: list[str],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    split: str,
+    eval_split: str,
+    eval_fraction: float,
+    max_length: int,
+    max_prompt_length: int,
+    seed: int,
+) -> PreparedData:
+    """Read, normalize, split and tokenize; raise :class:`UserError` if nothing is left to train on."""
+    report: list[str] = []
+    train_pairs, drops = read_pairs(train_sources, split, report)
+    read_count = len(train_pairs) + sum(drops.values())
+    if eval_sources:
+        eval_pairs, _ = read_pairs(eval_sources, eval_split, report)
+    elif eval_fraction > 0:
+        order = list(range(len(train_pairs)))
+        random.Random(seed).shuffle(order)
+        held_out = set(order[: max(1, round(eval_fraction * len(train_pairs)))])
+        eval_pairs = [p for i, p in enumerate(train_pairs) if i in held_out]
+        train_pairs = [p for i, p in enumerate(train_pairs) if i not in held_out]
+    else:
+        eval_pairs = []
+
+    lengths = {"max_length": max_length, "max_prompt_length": max_prompt_length}
+    train, train_drops = tokenize_pairs(train_pairs, tokenizer, **lengths)
+    held_out, _ = tokenize_pairs(eval_pairs, tokenizer, **lengths)
+    drops += train_drops
+    dropped = ", ".join(f"{count} {reason}" for reason, count in drops.most_common()) or "none"
+    report.append(
+        f"pairs read: {read_count}; kept for training: {len(train)}; held out: {len(held_out)}; dropped: {dropped}"
+    )
+    if not train:
+        raise UserError(f"no training pair left after filtering ({dropped}); check the data and max_length")
+    return PreparedData(train, held_out, report)

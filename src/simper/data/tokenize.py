@@ -1,0 +1,127 @@
+"""Turn normalized pairs into token ids: prompt, chosen response, rejected response.
+
+Rules (one place, tested):
+
+- Chat pairs go through the tokenizer's chat template; the prompt is rendered with the generation
+  prompt, and the response is the rendered full conversation minus the rendered prompt. Text pairs
+  are used as they are (prompt + response), as TRL does for its standard format.
+- Prompt and response are tokenized separately and concatenated, so the prompt is always a true
+  token prefix of the sequence and the response tokens are the ones the model would generate after
+  that prompt (a joint tokenization could merge tokens across the boundary).
+- Exactly one BOS, and only when the model uses one (its tokenizer adds it, or its chat template
+  writes it). Each response ends in exactly one EOS (whitespace the template writes after the EOS is
+  dropped), unless truncation cut the response short.
+- ``max_prompt_length`` keeps the end of the prompt (and its BOS); ``max_length`` then cuts the
+  responses to fit. A pair left without a response token is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from simper.data.formats import PreferencePair
+from simper.errors import UserError
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    """Token ids of one pair; ``chosen``/``rejected`` hold the response tokens only."""
+
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+def render(pair: PreferencePair, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str, str]:
+    """``(prompt, chosen, rejected)`` as text, chat template applied for chat pairs."""
+    if not pair.is_chat:
+        return pair.prompt, pair.chosen, pair.rejected  # type: ignore[return-value]
+    if tokenizer.chat_template is None:
+        raise UserError(
+            f"{pair.origin}: the data is conversational but the tokenizer has no chat template; "
+            "set model.chat_template to a Jinja template or use a chat model's tokenizer"
+        )
+    prompt = tokenizer.apply_chat_template(pair.prompt, tokenize=False, add_generation_prompt=True)
+    responses = []
+    for response in (pair.chosen, pair.rejected):
+        full = tokenizer.apply_chat_template(pair.prompt + response, tokenize=False)
+        if not full.startswith(prompt):
+            raise UserError(
+                f"{pair.origin}: the chat template renders the prompt differently when a response follows it, "
+                "so the response cannot be separated from the prompt"
+            )
+        responses.append(full[len(prompt) :])
+    return prompt, responses[0], responses[1]
+
+
+def uses_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether sequences of this model start with BOS (the tokenizer adds it or the template writes it)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]:
+        return True
+    template = tokenizer.chat_template or ""
+    return isinstance(template, str) and tokenizer.bos_token in template
+
+
+def tokenize_pairs(
+    pairs: list[PreferencePair],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+) -> tuple[list[TokenizedPair], Counter]:
+    """Tokenize pairs under the rules in the module docstring.
+
+    Returns:
+        ``(tokenized, drops)`` where ``drops`` counts pairs left out by reason.
+    """
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no EOS token; set one (tokenizer.eos_token) before training")
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    add_bos = uses_bos(tokenizer)
+    rendered = [render(pair, tokenizer) for pair in pairs]
+    columns = list(zip(*rendered, strict=True)) if rendered else [(), (), ()]
+    encoded = [tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else [] for texts in columns]
+    whitespace_ids = _whitespace_token_ids(tokenizer)
+
+    tokenized, drops = [], Counter()
+    for prompt, chosen, rejected in zip(*encoded, strict=True):
+        while prompt and prompt[0] == bos:
+            prompt = prompt[1:]
+        budget = max_prompt_length - int(add_bos)
+        prompt = prompt[len(prompt) - budget :] if len(prompt) > budget else prompt
+        if add_bos:
+            prompt = [bos, *prompt]
+        if not prompt:
+            drops["empty prompt and no BOS to predict the first response token from"] += 1
+            continue
+        room = max_length - len(prompt)
+        chosen = _close_response(chosen, eos, whitespace_ids)[: max(room, 0)]
+        rejected = _close_response(rejected, eos, whitespace_ids)[: max(room, 0)]
+        if not chosen or not rejected:
+            drops["no response token left after truncation"] += 1
+            continue
+        if chosen == rejected:
+            drops["chosen identical to rejected after tokenization"] += 1
+            continue
+        tokenized.append(TokenizedPair(prompt, chosen, rejected))
+    return tokenized, drops
+
+
+def _close_response(ids: list[int], eos: int, whitespace_ids: frozenset[int]) -> list[int]:
+    """Drop trailing whitespace tokens and repeated EOS, then end with exactly one EOS."""
+    end = len(ids)
+    while end and (ids[end - 1] in whitespace_ids or ids[end - 1] == eos):
+        end -= 1
+    return [*ids[:end], eos]
+
+
+def _whitespace_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Ids of tokens that decode to whitespace only (what templates write after an end-of-turn token)."""
+    candidates = tokenizer(["\n", "\n\n", " ", "  "], add_special_tokens=False)["input_ids"]
+    return frozenset(token for ids in candidates for token in ids if not tokenizer.decode([token]).strip())

@@ -1,0 +1,169 @@
+"""Load models and tokenizers: local folders, hub ids, and built-in aliases built in-process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from simper.errors import UserError
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TINY_ALIAS = "tiny-random-llama"
+
+
+def cache_dir() -> Path:
+    """Where built-in models are built once and kept (``$SIMPER_CACHE`` or ``~/.cache/simper``)."""
+    root = os.environ.get("SIMPER_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "simper")
+    return Path(root).expanduser()
+
+
+def resolve(name_or_path: str) -> str:
+    """Turn a built-in alias into the folder that holds it (building it the first time).
+
+    Raises:
+        UserError: a local folder that is not a model folder.
+    """
+    if name_or_path == TINY_ALIAS:
+        folder = cache_dir() / TINY_ALIAS
+        if not (folder / "config.json").exists():
+            _build_atomically(folder, build_tiny_random_llama)
+        return str(folder)
+    if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "config.json")):
+        raise UserError(f"model {name_or_path!r}: the folder holds no config.json, so it is not a model folder")
+    if os.path.isfile(name_or_path):
+        raise UserError(f"model {name_or_path!r}: is a file; expected a model folder or a hub id")
+    return name_or_path
+
+
+def load_tokenizer(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    chat_template: str | None = None,
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer; set the pad token to EOS when the model has none."""
+    path = resolve(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"model {name_or_path!r}: cannot load its tokenizer: {_first_line(err)}{_hub_hint(path)}"
+        ) from None
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    torch_dtype: str = "float32",
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load any ``AutoModelForCausalLM`` from safetensors weights (pickled weights are refused)."""
+    path = resolve(name_or_path)
+    kwargs = {"dtype": torch_dtype if torch_dtype == "auto" else getattr(torch, torch_dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"model {name_or_path!r}: cannot load it: {_first_line(err)}{_hub_hint(path)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _hub_hint(path: str) -> str:
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not os.path.exists(path):
+        return " (HF_HUB_OFFLINE=1: hub ids resolve only from the local cache; pass a local folder instead)"
+    return ""
+
+
+def _build_atomically(folder: Path, build) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        build(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer trained in-process, with BOS added and a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(corpus or _tiny_corpus(), trainer=trainer)
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+    )
+
+
+def build_tiny_random_llama(folder: Path, seed: int = 0) -> None:
+    """Write a tiny randomly initialised Llama (about 0.2M parameters) and its tokenizer to ``folder``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def _tiny_corpus() -> list[str]:
+    from simper.data.sources import read_rows
+    from simper.resources import EXAMPLE_PAIRS
+
+    texts = []
+    for row in read_rows(str(EXAMPLE_PAIRS)):
+        for key in ("prompt", "chosen", "rejected"):
+            texts += [message["content"] for message in row.values[key]]
+    return texts

@@ -1,0 +1,586 @@
+"""The training loop, top to bottom: setup → fit (with evaluate and checkpoints) → save.
+
+accelerate owns devices, mixed precision, gradient accumulation, distribution and trackers; this
+file owns the order of things. Objectives come from the registry and are never special-cased here
+beyond ``needs_reference``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Sampler
+from transformers import get_scheduler
+
+from simper import models
+from simper.config import TrainConfig, save_config
+from simper.data.collate import PaddedCollator, PreferenceBatch
+from simper.data.pipeline import prepare_data
+from simper.errors import UserError
+from simper.logprobs import SequenceLogpsModel
+from simper.modelcard import write_model_card
+from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
+from simper.resources import EXAMPLE_PAIRS
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation each epoch, from ``seed + epoch``: the data order is a function of the seed.
+
+    The epoch is set by the loop only (``start_epoch``, deliberately not ``set_epoch``, which
+    accelerate would call with its own counter, wrong after a resume).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass
+class Run:
+    """What setup builds and fit/save use."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    output_dir: Path
+    tokenizer: Any
+    policy: Any  # SequenceLogpsModel, prepared
+    reference: Any | None
+    objective: Objective
+    optimizer: Any
+    scheduler: Any
+    sampler: EpochSampler
+    train_loader: DataLoader
+    eval_loader: DataLoader | None
+    total_steps: int
+    steps_per_epoch: int
+    data_report: list[str]
+    step: int = 0
+    epoch: int = 0
+    batches_done_in_epoch: int = 0
+    nonfinite_total: int = 0
+    stop_requested: str | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train under ``config`` and return the folder holding the final model."""
+    run = setup(config)
+    fit(run)
+    save_final(run)
+    return run.output_dir
+
+
+# ------------------------------------------------------------------------------------------------
+# setup
+# ------------------------------------------------------------------------------------------------
+
+
+def setup(config: TrainConfig) -> Run:
+    t = config.training
+    output_dir = Path(t.output_dir)
+    accelerator = Accelerator(
+        mixed_precision="bf16" if t.bf16 else "fp16" if t.fp16 else "no",
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        log_with=config.logging.report_to or None,
+        project_dir=str(output_dir),
+    )
+    _prepare_output_dir(output_dir, t.resume, t.overwrite, accelerator)
+    set_seed(t.seed)
+
+    m = config.model
+    model_kwargs = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
+    tokenizer = models.load_tokenizer(m.name_or_path, chat_template=m.chat_template, **model_kwargs)
+    data = prepare_data(
+        config.data.train or [str(EXAMPLE_PAIRS)],
+        config.data.eval,
+        tokenizer=tokenizer,
+        split=config.data.split,
+        eval_split=config.data.eval_split,
+        eval_fraction=config.data.eval_fraction,
+        max_length=config.data.max_length,
+        max_prompt_length=config.data.max_prompt_length,
+        seed=t.seed,
+    )
+    for line in data.report:
+        _log(accelerator, f"data: {line}")
+
+    objective = get_objective(config.objective.name)
+    load = dict(torch_dtype=m.torch_dtype, attn_implementation=m.attn_implementation, **model_kwargs)
+    model = models.load_model(m.name_or_path, **load)
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    policy = SequenceLogpsModel(model, t.logits_chunk_size)
+    reference = None
+    if objective.needs_reference:
+        reference_model = models.load_model(m.name_or_path, **load).eval().requires_grad_(False)
+        reference = accelerator.prepare_model(
+            SequenceLogpsModel(reference_model, t.logits_chunk_size), evaluation_mode=True
+        )
+
+    collate = PaddedCollator(tokenizer.pad_token_id)
+    sampler = EpochSampler(len(data.train), t.seed)
+    train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
+    eval_loader = (
+        DataLoader(data.eval, batch_size=t.per_device_eval_batch_size, shuffle=False, collate_fn=collate)
+        if data.eval
+        else None
+    )
+
+    decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.learning_rate,
+        betas=(t.adam_beta1, t.adam_beta2),
+        eps=t.adam_epsilon,
+    )
+    policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / t.gradient_accumulation_steps))
+    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * steps_per_epoch))
+    # accelerate steps a prepared scheduler once per process per optimizer step.
+    scheduler = get_scheduler(
+        t.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=math.ceil(t.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    scheduler = accelerator.prepare(scheduler)
+
+    run = Run(
+        config=config,
+        accelerator=accelerator,
+        output_dir=output_dir,
+        tokenizer=tokenizer,
+        policy=policy,
+        reference=reference,
+        objective=objective,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        data_report=data.report,
+    )
+    if t.resume:
+        _resume(run)
+    elif accelerator.is_main_process:
+        save_config(config, output_dir / "config.yaml")
+    if config.logging.report_to:
+        accelerator.init_trackers(
+            "simper",
+            config=_flatten(config.to_dict()),
+            init_kwargs={"wandb": {"name": config.logging.run_name or output_dir.name}},
+        )
+    _log(
+        accelerator,
+        f"training {m.name_or_path} with {objective.name} on {len(data.train)} pairs: {total_steps} steps "
+        f"of {t.per_device_train_batch_size * t.gradient_accumulation_steps * accelerator.num_processes} pairs",
+    )
+    return run
+
+
+def _prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool, accelerator: Accelerator) -> None:
+    nonempty = output_dir.exists() and any(output_dir.iterdir())
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"training.output_dir {output_dir}: exists and is not a folder")
+    if resume and not (output_dir / CHECKPOINTS / LATEST).exists():
+        raise UserError(f"{output_dir}: no checkpoint to resume from (training.save_steps writes them)")
+    if nonempty and not resume and not overwrite:
+        raise UserError(f"{output_dir}: folder is not empty; pass --overwrite to replace it or --resume to continue")
+    if accelerator.is_main_process:
+        if nonempty and overwrite:
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+
+# ------------------------------------------------------------------------------------------------
+# fit
+# ------------------------------------------------------------------------------------------------
+
+
+def preference_step(
+    policy: Any, reference: Any | None, objective: Objective, params: dict[str, float], batch: PreferenceBatch
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward over chosen and rejected together; returns the mean loss and per-batch sums to log."""
+    pairs = batch.num_pairs
+    sums, counts = policy(**batch.model_inputs())
+    logps = SequenceLogps(sums[:pairs], sums[pairs:], counts[:pairs], counts[pairs:])
+    reference_logps = None
+    if reference is not None:
+        with torch.no_grad():
+            ref_sums, ref_counts = reference(**batch.model_inputs())
+        reference_logps = SequenceLogps(ref_sums[:pairs], ref_sums[pairs:], ref_counts[:pairs], ref_counts[pairs:])
+    out = objective(logps, reference_logps, **params)
+    stats = _pair_stats(out, logps, batch)
+    if torch.is_grad_enabled():
+        grad_chosen, grad_rejected = mean_logp_gradients(out.losses, logps)
+        stats["grad/chosen"], stats["grad/rejected"] = grad_chosen.sum(), grad_rejected.sum()
+    return out.losses.mean(), stats
+
+
+def _pair_stats(out, logps: SequenceLogps, batch: PreferenceBatch) -> dict[str, torch.Tensor]:
+    """Sums over the batch (reduced later across micro-batches and processes, then divided)."""
+    return {
+        "pairs": torch.tensor(float(batch.num_pairs), device=out.losses.device),
+        "loss": out.losses.detach().sum(),
+        "chosen_logp_sum": logps.chosen_sum.detach().sum(),
+        "chosen_tokens": logps.chosen_count.sum(),
+        "rejected_logp_sum": logps.rejected_sum.detach().sum(),
+        "rejected_tokens": logps.rejected_count.sum(),
+        "rewards/chosen": out.chosen_rewards.sum(),
+        "rewards/rejected": out.rejected_rewards.sum(),
+        "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().sum(),
+        "rewards/margins": (out.chosen_rewards - out.rejected_rewards).sum(),
+        "tokens": batch.attention_mask.sum().float(),
+    }
+
+
+def _summarize(totals: dict[str, float]) -> dict[str, float]:
+    """Turn reduced sums into the logged means (per-token ones token-weighted)."""
+    pairs = max(totals["pairs"], 1.0)
+    chosen = totals["chosen_logp_sum"] / max(totals["chosen_tokens"], 1.0)
+    rejected = totals["rejected_logp_sum"] / max(totals["rejected_tokens"], 1.0)
+    record = {"loss": totals["loss"] / pairs, "logps/chosen": chosen, "logps/rejected": rejected}
+    record["ppl/chosen"] = math.exp(min(-chosen, 700.0))
+    record["ppl/rejected"] = math.exp(min(-rejected, 700.0))
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "grad/chosen",
+        "grad/rejected",
+    ):
+        if key in totals:
+            record[key] = totals[key] / pairs
+    return record
+
+
+def fit(run: Run) -> None:
+    """Optimizer steps until ``total_steps``; evaluates and checkpoints on schedule."""
+    t, accelerator = run.config.training, run.accelerator
+    params = dict(run.config.objective.params)
+    metrics_path = run.output_dir / "metrics.jsonl"
+    progress = _Progress(run)
+    previous_handlers = _install_stop_handlers(run)
+    consecutive_nonfinite = 0
+    totals: dict[str, torch.Tensor] = {}
+    step_start = time.perf_counter()
+    if run.eval_loader is not None and run.step == 0:
+        baseline = evaluate(run)
+        _write_metrics(run, metrics_path, {"step": 0, **baseline})
+        run.final_metrics.update({f"start/{k}": v for k, v in baseline.items()})
+    run.policy.train()
+    try:
+        while run.step < run.total_steps:
+            if run.batches_done_in_epoch >= len(run.train_loader):
+                run.epoch, run.batches_done_in_epoch = run.epoch + 1, 0
+            run.sampler.start_epoch(run.epoch)
+            loader = run.train_loader
+            if run.batches_done_in_epoch:
+                loader = accelerator.skip_first_batches(loader, run.batches_done_in_epoch)
+            for batch in loader:
+                run.batches_done_in_epoch += 1
+                with accelerator.accumulate(run.policy):
+                    loss, stats = preference_step(run.policy, run.reference, run.objective, params, batch)
+                    accelerator.backward(loss)
+                    for key, value in stats.items():
+                        totals[key] = totals.get(key, 0.0) + value.detach()
+                    if not accelerator.sync_gradients:
+                        continue
+                    max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
+                    grad_norm = accelerator.clip_grad_norm_(run.policy.parameters(), max_norm)
+                    reduced = _reduce(accelerator, totals, grad_norm)
+                    finite = math.isfinite(reduced["loss"]) and math.isfinite(reduced["grad_norm"])
+                    if finite:
+                        run.optimizer.step()
+                        run.scheduler.step()
+                    run.optimizer.zero_grad()
+                run.step += 1
+                totals = {}
+                if finite:
+                    consecutive_nonfinite = 0
+                else:
+                    consecutive_nonfinite += 1
+                    run.nonfinite_total += 1
+                    _log(accelerator, f"warning: step {run.step}: non-finite loss or gradient; update skipped")
+                elapsed = time.perf_counter() - step_start
+                record = {
+                    "step": run.step,
+                    "epoch": round(run.epoch + run.batches_done_in_epoch / max(len(run.train_loader), 1), 4),
+                    **_summarize(reduced),
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "grad_norm": reduced["grad_norm"],
+                    "tokens": reduced["tokens"],
+                    "tokens_per_s": reduced["tokens"] / max(elapsed, 1e-9),
+                    "nonfinite_steps": run.nonfinite_total,
+                }
+                _write_metrics(run, metrics_path, record)
+                progress.update(record)
+                if consecutive_nonfinite >= t.max_nonfinite_steps:
+                    raise UserError(
+                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient (last: step "
+                        f"{run.step}); stopped. Lower training.learning_rate or check the data; the last checkpoint "
+                        f"in {run.output_dir / CHECKPOINTS} is intact"
+                    )
+                if run.eval_loader is not None and t.eval_steps and run.step % t.eval_steps == 0:
+                    _write_metrics(run, metrics_path, {"step": run.step, **evaluate(run)})
+                if (t.save_steps and run.step % t.save_steps == 0) or run.stop_requested:
+                    save_checkpoint(run)
+                if run.stop_requested:
+                    _log(
+                        accelerator,
+                        f"{run.stop_requested} received: checkpoint saved at step {run.step}. Resume with: "
+                        f"simper train --config {run.output_dir / 'config.yaml'} --resume",
+                    )
+                    raise SystemExit(130 if run.stop_requested == "SIGINT" else 143)
+                step_start = time.perf_counter()
+                if run.step >= run.total_steps:
+                    break
+            else:
+                run.epoch, run.batches_done_in_epoch = run.epoch + 1, 0
+    finally:
+        progress.close()
+        _restore_stop_handlers(previous_handlers)
+    if run.eval_loader is not None:
+        evaluated_now = t.eval_steps and run.step % t.eval_steps == 0
+        final = _last_record(metrics_path, "eval/loss") if evaluated_now else evaluate(run)
+        if not evaluated_now:
+            _write_metrics(run, metrics_path, {"step": run.step, **final})
+        run.final_metrics.update(final)
+        start = run.final_metrics
+        if "start/eval/loss" in start:
+            for key in ("loss", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+                _log(accelerator, f"held-out {key}: {start[f'start/eval/{key}']:.4f} -> {final[f'eval/{key}']:.4f}")
+    if t.save_steps and run.step % t.save_steps:
+        save_checkpoint(run)
+
+
+def _reduce(accelerator: Accelerator, totals: dict[str, torch.Tensor], grad_norm: Any) -> dict[str, float]:
+    """Sum the step's tallies over processes: one host sync per optimizer step."""
+    keys = sorted(totals)
+    stacked = torch.stack([torch.as_tensor(totals[k], dtype=torch.float32) for k in keys]).to(accelerator.device)
+    values = accelerator.reduce(stacked, reduction="sum").tolist()
+    reduced = dict(zip(keys, values, strict=True))
+    reduced["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+    return reduced
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> dict[str, float]:
+    """The training metrics on the held-out pairs, prefixed ``eval/``."""
+    run.policy.eval()
+    params = dict(run.config.objective.params)
+    totals: dict[str, torch.Tensor] = {}
+    for batch in run.eval_loader:
+        _, stats = preference_step(run.policy, run.reference, run.objective, params, batch)
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + value
+    run.policy.train()
+    reduced = _reduce(run.accelerator, totals, None)
+    return {f"eval/{k}": v for k, v in _summarize(reduced).items()}
+
+
+def _write_metrics(run: Run, path: Path, record: dict[str, Any]) -> None:
+    if run.accelerator.is_main_process:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    if run.config.logging.report_to:
+        run.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints and resume
+# ------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(run: Run) -> Path:
+    """Write a resumable checkpoint atomically (staging folder, then rename) and point ``latest`` at it."""
+    accelerator = run.accelerator
+    root = run.output_dir / CHECKPOINTS
+    final = root / f"step-{run.step:08d}"
+    staging = root / f".staging-step-{run.step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    if accelerator.is_main_process:
+        state = {
+            "step": run.step,
+            "epoch": run.epoch,
+            "batches_done_in_epoch": run.batches_done_in_epoch,
+            "nonfinite_total": run.nonfinite_total,
+        }
+        (staging / "trainer_state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        pointer = root / f".{LATEST}.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, root / LATEST)
+        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in kept[: max(0, len(kept) - run.config.training.save_total_limit)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _resume(run: Run) -> None:
+    root = run.output_dir / CHECKPOINTS
+    checkpoint = root / (root / LATEST).read_text().strip()
+    run.accelerator.load_state(str(checkpoint))
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    run.step, run.epoch = state["step"], state["epoch"]
+    run.batches_done_in_epoch = state["batches_done_in_epoch"]
+    run.nonfinite_total = state["nonfinite_total"]
+    if run.accelerator.is_main_process:  # drop records written after the checkpoint by the interrupted run
+        metrics = run.output_dir / "metrics.jsonl"
+        if metrics.exists():
+            kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= run.step]
+            metrics.write_text("".join(line + "\n" for line in kept))
+    _log(run.accelerator, f"resumed from {checkpoint} at step {run.step}")
+
+
+def _install_stop_handlers(run: Run) -> dict[int, Any]:
+    """SIGINT/SIGTERM ask for a checkpoint at the next step boundary instead of killing the run."""
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if run.stop_requested:  # a second signal stops at once
+            raise KeyboardInterrupt
+        run.stop_requested = signal.Signals(signum).name
+        _log(run.accelerator, f"{run.stop_requested}: finishing this step, then saving a checkpoint")
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: leave the default handlers
+            previous[signum] = signal.signal(signum, request_stop)
+    return previous
+
+
+def _restore_stop_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+# ------------------------------------------------------------------------------------------------
+# save
+# ------------------------------------------------------------------------------------------------
+
+
+def save_final(run: Run) -> None:
+    """The final Hugging Face model folder: weights, config, tokenizer, model card (files replaced atomically)."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(run.policy).model
+    state_dict = accelerator.get_state_dict(run.policy)
+    state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()} if state_dict is not None else None
+    staging = run.output_dir / ".staging-final"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True, save_function=accelerator.save)
+        run.tokenizer.save_pretrained(staging)
+        last = _last_record(run.output_dir / "metrics.jsonl")
+        write_model_card(staging / "README.md", run.config, run.data_report, {**last, **run.final_metrics})
+        for item in staging.iterdir():
+            os.replace(item, run.output_dir / item.name)
+        staging.rmdir()
+    accelerator.wait_for_everyone()
+    if run.config.logging.report_to:
+        accelerator.end_training()
+    _log(accelerator, f"saved the model to {run.output_dir}")
+
+
+def _last_record(path: Path, key: str = "loss") -> dict[str, Any]:
+    """The last record of ``metrics.jsonl`` that holds ``key`` (training or evaluation records)."""
+    if not path.exists():
+        return {}
+    records = [record for line in path.read_text().splitlines() if line and key in (record := json.loads(line))]
+    return records[-1] if records else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# console output
+# ------------------------------------------------------------------------------------------------
+
+
+def _log(accelerator: Accelerator, message: str) -> None:
+    if accelerator.is_main_process:
+        print(f"simper: {message}", file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain periodic lines otherwise (logs, CI)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run, self.start, self.bar = run, time.perf_counter(), None
+        self.every = run.config.logging.logging_steps
+        if run.accelerator.is_main_process and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=run.total_steps, initial=run.step, desc="train", dynamic_ncols=True)
+        self.first_step = run.step
+
+    def update(self, record: dict[str, Any]) -> None:
+        if not self.run.accelerator.is_main_process:
+            return
+        summary = f"loss {record['loss']:.4f} acc {record['rewards/accuracies']:.2f} {record['tokens_per_s']:.0f} tok/s"
+        if self.bar is not None:
+            self.bar.set_postfix_str(summary)
+            self.bar.update(1)
+            return
+        step = record["step"]
+        if step % self.every == 0 or step == self.run.total_steps:
+            per_step = (time.perf_counter() - self.start) / max(step - self.first_step, 1)
+            eta = time.strftime("%H:%M:%S", time.gmtime(per_step * (self.run.total_steps - step)))
+            print(
+                f"simper: step {step}/{self.run.total_steps} | {summary} | eta {eta}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat

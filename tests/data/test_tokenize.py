@@ -1,0 +1,73 @@
+"""Tokenization: one BOS, one EOS, prompt a token prefix, truncation rules, drops counted."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simper.data.formats import PreferencePair
+from simper.data.tokenize import render, tokenize_pairs
+
+
+def chat(prompt, chosen, rejected):
+    return PreferencePair(
+        [{"role": "user", "content": prompt}],
+        [{"role": "assistant", "content": chosen}],
+        [{"role": "assistant", "content": rejected}],
+        "test",
+    )
+
+
+def test_chat_pair_has_one_bos_one_eos_and_the_template_prompt(tokenizer):
+    pair = chat("What is 2+2?", "4", "5")
+    (tok,), drops = tokenize_pairs([pair], tokenizer, max_length=128, max_prompt_length=64)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    for response in (tok.chosen, tok.rejected):
+        sequence = tok.prompt + response
+        assert sequence.count(bos) == 1 and sequence[0] == bos
+        assert response[-1] == eos and response.count(eos) == 1
+    prompt_text, chosen_text, _ = render(pair, tokenizer)
+    assert prompt_text.endswith("<|im_start|>assistant\n")
+    assert chosen_text == "4<|im_end|>\n"
+    assert tokenizer.decode(tok.chosen) == "4<|im_end|>"
+    assert not drops
+
+
+def test_text_pair_gets_eos_appended_and_no_second_bos(tokenizer):
+    pair = PreferencePair("<s>Question: hi\nAnswer:", " hello", " bye", "test")
+    (tok,), _ = tokenize_pairs([pair], tokenizer, max_length=64, max_prompt_length=32)
+    assert tok.prompt.count(tokenizer.bos_token_id) == 1
+    assert tok.chosen[-1] == tokenizer.eos_token_id
+
+
+def test_truncation_keeps_prompt_end_and_cuts_responses(tokenizer):
+    pair = chat("word " * 200 + "END", "a " * 100, "b " * 100)
+    (tok,), _ = tokenize_pairs([pair], tokenizer, max_length=48, max_prompt_length=16)
+    assert len(tok.prompt) == 16 and tok.prompt[0] == tokenizer.bos_token_id
+    assert tokenizer.decode(tok.prompt[1:]).endswith("END<|im_end|>\n<|im_start|>assistant\n")
+    assert len(tok.prompt) + len(tok.chosen) == 48 and tok.chosen[-1] != tokenizer.eos_token_id
+
+
+def test_pair_without_room_for_a_response_is_dropped(tokenizer):
+    pair = chat("word " * 50, "a", "b")
+    kept, _ = tokenize_pairs([pair], tokenizer, max_length=17, max_prompt_length=16)
+    assert len(kept) == 1 and len(kept[0].chosen) == 1  # one response token fits, no EOS
+    kept, drops = tokenize_pairs([pair], tokenizer, max_length=16, max_prompt_length=16)
+    assert not kept and drops == {"no response token left after truncation": 1}
+    kept, _ = tokenize_pairs([PreferencePair("", "a", "b", "t")], tokenizer, max_length=8, max_prompt_length=4)
+    assert len(kept) == 1  # an empty text prompt still has the BOS to predict from
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(min_size=0, max_size=300), st.text(min_size=1, max_size=300), st.text(min_size=1, max_size=300))
+def test_any_unicode_keeps_a_response(tokenizer, prompt, chosen, rejected):
+    pair = chat(prompt, chosen, rejected)
+    kept, drops = tokenize_pairs([pair], tokenizer, max_length=64, max_prompt_length=32)
+    for tok in kept:
+        assert tok.chosen and tok.rejected and len(tok.prompt) <= 32
+        assert tok.prompt[0] == tokenizer.bos_token_id
+        for response in (tok.chosen, tok.rejected):
+            sequence = tok.prompt + response
+            assert sequence.count(tokenizer.bos_token_id) == 1 and len(sequence) <= 64
+            assert response.count(tokenizer.eos_token_id) <= 1
+    assert len(kept) + sum(drops.values()) == 1

@@ -1,0 +1,163 @@
+"""End to end through the real CLI on a tiny Llama, offline: what a user would check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.testing import assert_close
+
+from simper.cli import main
+
+
+def train(tiny_model_dir, output, *overrides, data=None):
+    args = ["train", "--model", str(tiny_model_dir), "--output-dir", str(output)]
+    if data:
+        args += ["--data", str(data)]
+    return main([*args, "training.learning_rate=1e-3", "training.warmup_ratio=0", *overrides])
+
+
+def records(run_dir, key="loss"):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_train_end_to_end(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    code = train(
+        tiny_model_dir,
+        out,
+        "training.max_steps=4",
+        "training.save_steps=2",
+        "data.eval_fraction=0.1",
+        "training.eval_steps=2",
+    )
+    assert code == 0
+    steps = records(out)
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    expected_keys = {
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "grad_norm",
+        "logps/chosen",
+        "logps/rejected",
+        "ppl/chosen",
+        "ppl/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "tokens",
+        "tokens_per_s",
+    }
+    assert expected_keys <= set(steps[0])
+    assert all(-1 <= r["loss"] <= 1 and torch.isfinite(torch.tensor(r["grad_norm"])) for r in steps)
+    assert [r["step"] for r in records(out, "eval/loss")] == [0, 2, 4]  # 0: the starting model
+    assert (out / "checkpoints" / "latest").read_text() == "step-00000004"
+    assert (out / "checkpoints" / "step-00000002" / "trainer_state.json").exists()
+    before = weights(tiny_model_dir)
+    after = weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template and model.config.vocab_size == len(tokenizer)
+    card = (out / "README.md").read_text()
+    assert "simper" in card and "eval/rewards/accuracies" in card
+    assert "objective:\n  name: simper" in (out / "config.yaml").read_text()
+
+
+def test_resume_continues_identically(tiny_model_dir, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(tiny_model_dir, full, "training.max_steps=6") == 0
+    assert train(tiny_model_dir, part, "training.max_steps=6", "training.save_steps=3") == 0
+    # simulate a run that died after step 3: drop the final model and the later checkpoint
+    (part / "checkpoints" / "step-00000006").rename(part / "stale")
+    (part / "checkpoints" / "latest").write_text("step-00000003")
+    assert train(tiny_model_dir, part, "training.max_steps=6", "training.save_steps=3", "--resume") == 0
+    full_records, part_records = records(full), records(part)
+    assert [r["step"] for r in part_records] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(full_records[3:], part_records[3:], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-7) and a["lr"] == b["lr"]
+    for key, value in weights(full).items():
+        assert_close(weights(part)[key], value)
+
+
+def test_accumulation_matches_a_larger_batch(tiny_model_dir, tmp_path):
+    common = ["training.max_steps=2", "training.seed=3"]
+    assert train(tiny_model_dir, tmp_path / "a", *common, "training.per_device_train_batch_size=4") == 0
+    assert (
+        train(
+            tiny_model_dir,
+            tmp_path / "b",
+            *common,
+            "training.per_device_train_batch_size=1",
+            "training.gradient_accumulation_steps=4",
+        )
+        == 0
+    )
+    for x, y in zip(records(tmp_path / "a"), records(tmp_path / "b"), strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+        assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-4)
+    for key, value in weights(tmp_path / "a").items():
+        assert_close(weights(tmp_path / "b")[key], value, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["dpo", "simpo", "kto"])
+def test_baselines_train(tiny_model_dir, tmp_path, objective):
+    out = tmp_path / objective
+    assert train(tiny_model_dir, out, "training.max_steps=2", "--objective", objective) == 0
+    first = records(out)[0]
+    if objective == "dpo":  # policy = reference at step 1: every log-ratio is 0
+        assert first["loss"] == pytest.approx(0.6931472, abs=1e-5)
+        assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bf16_autocast_runs(tiny_model_dir, tmp_path):
+    assert train(tiny_model_dir, tmp_path / "bf16", "training.max_steps=2", "training.bf16=true") == 0
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records(tmp_path / "bf16"))
+
+
+def test_user_errors_exit_2_without_traceback(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": null, "rejected": "b"}\n'
+    )
+    assert train(tiny_model_dir, tmp_path / "run", data=bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"simper: error: {bad}:line 2: field 'chosen': expected a string, got null"
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    assert train(tiny_model_dir, tmp_path / "full") == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+    not_a_model = tmp_path / "empty-model"
+    not_a_model.mkdir()
+    assert main(["train", "--model", str(not_a_model), "--output-dir", str(tmp_path / "r2")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import simper.train as train_module
+
+    real = train_module.preference_step
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), {**stats, "loss": stats["loss"] * float("nan")}
+
+    monkeypatch.setattr(train_module, "preference_step", poisoned)
+    out = tmp_path / "nan"
+    assert train(tiny_model_dir, out, "training.max_steps=10", "training.max_nonfinite_steps=2") == 2
+    assert "2 consecutive steps had a non-finite loss" in capsys.readouterr().err
+    assert [r["nonfinite_steps"] for r in records(out)] == [1, 2]
+    assert not (out / "model.safetensors").exists()
