@@ -62,6 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint [training.resume]")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty run folder [training.overwrite]")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.bf16=true")
+
+    pairs = commands.add_parser(
+        "pairs",
+        help="generate on-policy preference pairs with a reward",
+        description="Sample k responses per prompt from a model, score them with a reward, and write the best "
+        "(chosen) and worst (rejected) as a conversational pair; prompts whose samples tie are dropped. Rerunning "
+        "with the same output skips prompts already handled.",
+    )
+    pairs.add_argument("--model", default="smollm2-135m-instruct", help="policy: folder, hub id or alias")
+    pairs.add_argument("--output", required=True, help="pairs JSONL to write (appended to on a rerun)")
+    pairs.add_argument("--prompts", help="prompt JSONL (field 'prompt': string or messages); default: built-in tasks")
+    pairs.add_argument("--num-prompts", type=int, default=100, help="built-in task prompts to draw (default 100)")
+    pairs.add_argument("--split", default="train", choices=["train", "heldout"], help="built-in task split")
+    pairs.add_argument(
+        "--reward", default="builtin", help="builtin (task checkers), module:function, or a reward-model folder/hub id"
+    )
+    pairs.add_argument("--num-samples", type=int, default=4, help="responses sampled per prompt (k, default 4)")
+    pairs.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    pairs.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling p (default 0.95)")
+    pairs.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
+    pairs.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
+    pairs.add_argument("--seed", type=int, default=0, help="seed of prompt drawing and sampling")
+    pairs.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
     return parser
 
 
@@ -83,6 +106,19 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pairs(args: argparse.Namespace) -> int:
+    from simper.pairs import make_pairs
+
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    counts = make_pairs(**options)
+    print(
+        f"simper: {counts['pairs']} pairs written to {args.output}, {counts['ties']} prompts dropped as ties, "
+        f"{counts['skipped']} skipped (done before)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _quiet_libraries() -> None:
     """Our own progress output replaces the libraries' per-file bars and save-time notices."""
     import logging
@@ -99,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return {"train": run_train}[args.command](args)
+        return {"train": run_train, "pairs": run_pairs}[args.command](args)
     except UserError as err:
         print(f"simper: error: {err}", file=sys.stderr)
         return err.exit_code

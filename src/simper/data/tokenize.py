@@ -8,9 +8,10 @@ Rules (one place, tested):
 - Prompt and response are tokenized separately and concatenated, so the prompt is always a true
   token prefix of the sequence and the response tokens are the ones the model would generate after
   that prompt (a joint tokenization could merge tokens across the boundary).
-- Exactly one BOS, and only when the model uses one (its tokenizer adds it, or its chat template
-  writes it). Each response ends in exactly one EOS (whitespace the template writes after the EOS is
-  dropped), unless truncation cut the response short.
+- Exactly one BOS, and only when the model uses one (its tokenizer adds it to plain text); a chat
+  template that also writes it does not make two.
+- Each response ends in exactly one EOS (whitespace the template writes after the EOS is dropped),
+  unless truncation cut the response short.
 - ``max_prompt_length`` keeps the end of the prompt (and its BOS); ``max_length`` then cuts the
   responses to fit. A pair left without a response token is dropped and counted.
 """
@@ -58,14 +59,13 @@ def render(pair: PreferencePair, tokenizer: PreTrainedTokenizerBase) -> tuple[st
 
 
 def uses_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether sequences of this model start with BOS (the tokenizer adds it or the template writes it)."""
+    """Whether this model's sequences start with BOS: its tokenizer adds one to plain text.
+
+    (A template that writes a token which happens to be named BOS, like SmolLM2's ``<|im_start|>``,
+    does not count: that token stays where the template puts it.)
+    """
     bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]:
-        return True
-    template = tokenizer.chat_template or ""
-    return isinstance(template, str) and tokenizer.bos_token in template
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
 def tokenize_pairs(
@@ -91,7 +91,7 @@ def tokenize_pairs(
 
     tokenized, drops = [], Counter()
     for prompt, chosen, rejected in zip(*encoded, strict=True):
-        while prompt and prompt[0] == bos:
+        while add_bos and prompt and prompt[0] == bos:  # the template may write BOS too: keep one
             prompt = prompt[1:]
         budget = max_prompt_length - int(add_bos)
         prompt = prompt[len(prompt) - budget :] if len(prompt) > budget else prompt

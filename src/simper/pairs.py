@@ -1,0 +1,128 @@
+"""On-policy preference pairs: sample k responses per prompt, score them, keep best vs. worst.
+
+The SimPO/SimPER on-policy recipe: the policy's own samples (chat template, generation prompt),
+a reward on each, the highest-scoring one as chosen and the lowest as rejected; prompts whose
+samples all tie are dropped. Output rows are conversational pairs that ``simper train`` reads as
+they are, with both scores, the reward's name and the prompt's task fields.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from simper import models
+from simper.errors import UserError
+from simper.generate import generate
+from simper.rewards import load_reward
+from simper.tasks import make_tasks
+
+
+def read_prompts(path: str) -> list[dict[str, Any]]:
+    """Prompt rows from JSONL: ``prompt`` a string or a message list; other fields are kept."""
+    rows = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read prompts ({getattr(err, 'strerror', None) or err})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:line {number}: invalid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str | list) or not row["prompt"]:
+            raise UserError(f"{path}:line {number}: field 'prompt': expected a string or a list of messages")
+        rows.append({"id": row.get("id", f"line-{number}"), **row})
+    if not rows:
+        raise UserError(f"{path}: no prompts")
+    return rows
+
+
+def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+
+
+def make_pairs(
+    *,
+    model: str,
+    output: str,
+    prompts: str | None = None,
+    num_prompts: int = 100,
+    split: str = "train",
+    reward: str = "builtin",
+    num_samples: int = 4,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+) -> dict[str, int]:
+    """Write pairs to ``output`` (JSONL), skipping prompts a previous run already handled.
+
+    Returns:
+        Counts: prompts, pairs written, ties dropped, skipped (already done).
+    """
+    if num_samples < 2:
+        raise UserError(f"--num-samples must be ≥ 2 to make a pair, got {num_samples}")
+    rows = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split=split)
+    reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)
+    out = Path(output)
+    seen_path = out.with_name(out.name + ".seen")  # every prompt handled, ties included: what resume skips
+    seen = set(seen_path.read_text().split("\n")) if seen_path.exists() else set()
+    todo = [row for row in rows if str(row["id"]) not in seen]
+    counts = {"prompts": len(rows), "skipped": len(rows) - len(todo), "pairs": 0, "ties": 0}
+    if not todo:
+        return counts
+    tokenizer = models.load_tokenizer(model, trust_remote_code=trust_remote_code)
+    policy = models.load_model(model, trust_remote_code=trust_remote_code)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    with out.open("a", encoding="utf-8") as pairs_file, seen_path.open("a", encoding="utf-8") as seen_file:
+
+        def write(indices: list[int], texts: list[list[str]], _tokens: list[list[int]]) -> None:
+            for index, responses in zip(indices, texts, strict=True):
+                row = todo[index]
+                scores = reward_fn(row, responses)
+                best = max(range(len(responses)), key=lambda i: scores[i])
+                worst = min(range(len(responses)), key=lambda i: scores[i])
+                if scores[best] == scores[worst] or responses[best] == responses[worst]:
+                    counts["ties"] += 1
+                else:
+                    counts["pairs"] += 1
+                    extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
+                    pair = {
+                        "prompt": as_messages(row["prompt"]),
+                        "chosen": [{"role": "assistant", "content": responses[best]}],
+                        "rejected": [{"role": "assistant", "content": responses[worst]}],
+                        "score_chosen": scores[best],
+                        "score_rejected": scores[worst],
+                        "reward": reward_name,
+                        **extra,
+                    }
+                    pairs_file.write(json.dumps(pair) + "\n")
+                seen_file.write(f"{row['id']}\n")
+            pairs_file.flush()
+            seen_file.flush()
+
+        result = generate(
+            policy,
+            tokenizer,
+            [as_messages(row["prompt"]) for row in todo],
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            seed=seed,
+            on_batch=write,
+        )
+    print(
+        f"simper: {result.samples_per_s:.2f} samples/s, {result.tokens_per_s:.0f} tokens/s over {result.seconds:.0f} s",
+        file=sys.stderr,
+    )
+    return counts

@@ -1,0 +1,73 @@
+"""Built-in verifiable tasks: prompts whose responses a program can score.
+
+A task is a plain dict (it is written to and read from JSONL): ``{"id", "kind", "prompt", ...}``
+with ``constraints`` for instruction tasks and ``answer`` for arithmetic ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from simper.tasks import arithmetic, instructions
+
+SPLITS = ("train", "heldout")
+HELDOUT_BUCKETS = 5  # prompts whose hash falls in 5 of 100 buckets are held out, whatever the seed
+
+
+def split_of(prompt: str) -> str:
+    """Train or held-out, by a hash of the prompt text: the two splits never share a prompt."""
+    bucket = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 100
+    return "heldout" if bucket < HELDOUT_BUCKETS else "train"
+
+
+def make_tasks(count: int, *, seed: int = 0, split: str = "train", math_fraction: float = 0.3) -> list[dict[str, Any]]:
+    """``count`` distinct prompts of one split, drawn from ``seed``.
+
+    Raises:
+        ValueError: unknown split, or too few distinct prompts of that split can be drawn.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    rng = random.Random(f"{seed}:{split}")
+    tasks, seen = [], set()
+    for _ in range(count * 400):
+        if len(tasks) == count:
+            break
+        task = (
+            arithmetic.make_arithmetic_task(rng)
+            if rng.random() < math_fraction
+            else instructions.make_instruction_task(rng)
+        )
+        if task["prompt"] in seen or split_of(task["prompt"]) != split:
+            continue
+        seen.add(task["prompt"])
+        tasks.append({"id": f"{split}-{seed}-{len(tasks):05d}", **task})
+    if len(tasks) < count:
+        raise ValueError(f"only {len(tasks)} distinct {split} prompts could be drawn, {count} asked")
+    return tasks
+
+
+@dataclass(frozen=True)
+class Score:
+    """A response's reward in [0, 1] and the per-check results behind it."""
+
+    reward: float
+    results: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(self.results.values())
+
+
+def score(task: dict[str, Any], response: str) -> Score:
+    """Fraction of constraints met (instructions) or 1/0 for the right final number (arithmetic)."""
+    if task["kind"] == "arithmetic":
+        correct = arithmetic.final_number(response) == task["answer"]
+        return Score(float(correct), {"answer": correct})
+    results = {}
+    for index, constraint in enumerate(task["constraints"]):
+        results[f"{index}:{constraint['type']}"] = instructions.check(constraint, response)
+    return Score(sum(results.values()) / max(len(results), 1), results)

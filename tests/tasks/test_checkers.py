@@ -1,0 +1,68 @@
+"""Every constraint type has a passing and a failing response; prompts are distinct and splits disjoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from simper.tasks import make_tasks, score, split_of
+from simper.tasks.arithmetic import final_number
+from simper.tasks.instructions import CONSTRAINTS, check, describe
+
+CASES = [
+    ({"type": "lowercase"}, "all lower here.", "Not lower."),
+    ({"type": "uppercase"}, "ALL CAPS HERE.", "Mostly CAPS."),
+    ({"type": "max_words", "n": 5}, "one two three four", "one two three four five six"),
+    ({"type": "min_words", "n": 3}, "one two three", "one two"),
+    ({"type": "bullet_count", "n": 2}, "Intro\n* a\n* b", "* a\n* b\n* c"),
+    ({"type": "include_keywords", "words": ["light", "home"]}, "Light comes home.", "Light only."),
+    ({"type": "forbidden_words", "words": ["the", "and"]}, "Cats nap there.", "The cat naps."),
+    ({"type": "end_phrase", "phrase": "That is all."}, "Done. That is all.", "That is all. More."),
+    ({"type": "json_format"}, '```json\n{"a": 1}\n```', "{a: 1}"),
+    ({"type": "paragraphs", "n": 2}, "First part.\n***\nSecond part.", "One part only."),
+    ({"type": "title"}, "<<A Title>>\nText.", "<A Title>\nText."),
+    ({"type": "postscript"}, "Body.\nP.S. more", "Body. PS more"),
+    ({"type": "letter_frequency", "letter": "e", "n": 3}, "eee", "ee"),
+    ({"type": "no_commas"}, "No commas here.", "Yes, a comma."),
+    ({"type": "quotation"}, '"Quoted answer."', '"Half quoted.'),
+    ({"type": "start_word", "word": "Today"}, "Today we go.", "We go today."),
+    ({"type": "placeholders", "n": 2}, "At [address] on [date].", "At [address]."),
+    ({"type": "highlights", "n": 1}, "This is *important* text.", "This is **bold** text."),
+]
+
+
+def test_every_constraint_type_is_covered():
+    assert {case[0]["type"] for case in CASES} == set(CONSTRAINTS)
+    assert len(CONSTRAINTS) >= 15
+
+
+@pytest.mark.parametrize(("constraint", "good", "bad"), CASES, ids=[c[0]["type"] for c in CASES])
+def test_checker_passes_and_fails(constraint, good, bad):
+    assert check(constraint, good)
+    assert not check(constraint, bad)
+    assert describe(constraint)
+
+
+def test_arithmetic_scoring_takes_the_final_number():
+    task = {"kind": "arithmetic", "prompt": "?", "answer": 1200}
+    assert score(task, "3 × 400 = 1,200. The answer is 1,200.").reward == 1.0
+    assert score(task, "It is 1200, no wait 1100.").reward == 0.0
+    assert final_number("no number") is None and final_number("about 2.5") is None
+
+
+def test_instruction_reward_is_the_fraction_met():
+    task = {"kind": "instructions", "prompt": "?", "constraints": [{"type": "no_commas"}, {"type": "lowercase"}]}
+    result = score(task, "Hello there")
+    assert result.reward == 0.5 and result.results == {"0:no_commas": True, "1:lowercase": False}
+    assert not result.passed
+
+
+def test_prompts_are_distinct_reproducible_and_splits_never_overlap():
+    train = make_tasks(500, seed=1)
+    heldout = make_tasks(100, seed=1, split="heldout")
+    assert len({t["prompt"] for t in train}) == 500
+    assert make_tasks(500, seed=1) == train
+    assert not {t["prompt"] for t in train} & {t["prompt"] for t in heldout}
+    assert all(split_of(t["prompt"]) == "heldout" for t in heldout)
+    kinds = {t["kind"] for t in train}
+    assert kinds == {"instructions", "arithmetic"}
+    assert all(1 <= len(t["constraints"]) <= 3 for t in train if t["kind"] == "instructions")

@@ -1,0 +1,37 @@
+"""Model loading: aliases, bad paths, and the real SmolLM2 (slow: converts the GGUF file once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from simper.errors import UserError
+from simper.models import load_model, load_tokenizer
+
+
+def test_not_a_model(tmp_path):
+    (tmp_path / "weights.txt").write_text("x")
+    with pytest.raises(UserError, match="not a model folder"):
+        load_model(str(tmp_path))
+    with pytest.raises(UserError, match="is a file"):
+        load_tokenizer(str(tmp_path / "weights.txt"))
+
+
+def test_offline_hub_id_says_what_to_do():
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE=1"):
+        load_tokenizer("no-such-org/no-such-model")
+
+
+@pytest.mark.slow
+def test_smollm2_converts_to_a_plain_model_and_answers(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from simper.generate import generate
+
+    model = load_model("smollm2-135m-instruct")
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    assert type(model) is LlamaForCausalLM and getattr(model.config, "quantization_config", None) is None
+    prompt = [[{"role": "user", "content": "What is the capital of France?"}]]
+    answer = generate(model, tokenizer, prompt, max_new_tokens=20, progress=False).texts[0][0]
+    assert "Paris" in answer
+    model.save_pretrained(tmp_path / "copy")
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path / "copy"), LlamaForCausalLM)

@@ -1,0 +1,82 @@
+"""simper pairs on the tiny model: pairs written in the train format, ties dropped, rerun resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simper.cli import main
+from simper.data.formats import load_pairs
+from simper.data.sources import read_rows
+from simper.generate import generate
+from simper.models import load_model, load_tokenizer
+
+
+def test_generate_returns_k_samples_per_prompt_in_order(tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a much longer prompt here"}]]
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4, progress=False)
+    alone = generate(model, tokenizer, prompts[1:], max_new_tokens=8, batch_size=4, progress=False)
+    assert greedy.texts[1] == alone.texts[0]  # left padding does not change a greedy answer
+    sampled = generate(model, tokenizer, prompts, num_samples=3, temperature=0.8, max_new_tokens=8, progress=False)
+    assert [len(t) for t in sampled.texts] == [3, 3] and all(1 <= n <= 8 for t in sampled.tokens for n in t)
+    assert sampled.samples_per_s > 0
+
+
+def test_pairs_end_to_end_with_a_callable_reward_and_resume(tiny_model_dir, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    args = [
+        "pairs",
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(out),
+        "--num-prompts",
+        "6",
+        "--reward",
+        "reward_fixtures:length_reward",
+        "--max-new-tokens",
+        "12",
+        "--batch-size",
+        "8",
+    ]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and len((tmp_path / "pairs.jsonl.seen").read_text().split()) == 6
+    for row in rows:
+        assert row["score_chosen"] > row["score_rejected"]
+        assert row["score_chosen"] == len(row["chosen"][0]["content"])
+        assert row["reward"] == "reward_fixtures:length_reward" and row["kind"] in ("instructions", "arithmetic")
+    pairs, fmt, _ = load_pairs(read_rows(str(out)))
+    assert fmt == "conversational" and len(pairs) == len(rows)
+    assert main([*args[:6], "12", *args[7:]]) == 0  # 12 prompts: the first 6 are skipped
+    assert len((tmp_path / "pairs.jsonl.seen").read_text().split()) == 12
+
+
+def test_builtin_reward_and_bad_reward(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    base = [
+        "pairs",
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(out),
+        "--num-prompts",
+        "4",
+        "--max-new-tokens",
+        "6",
+    ]
+    assert main(base) == 0
+    assert main([*base[:4], str(tmp_path / "q.jsonl"), *base[5:], "--reward", "no_such_module:f"]) == 2
+    assert "reward 'no_such_module:f': cannot import it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ['{"prompt": 3}\n', "not json\n", ""])
+def test_bad_prompt_files(tiny_model_dir, tmp_path, capsys, bad):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(bad)
+    code = main(
+        ["pairs", "--model", str(tiny_model_dir), "--output", str(tmp_path / "o.jsonl"), "--prompts", str(prompts)]
+    )
+    assert code == 2 and "prompts.jsonl" in capsys.readouterr().err
