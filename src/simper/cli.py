@@ -85,6 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of prompt drawing and sampling")
     pairs.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a model on held-out prompts and pairs",
+        description="Greedy generations on held-out prompts scored by the task checkers, win rate against a "
+        "baseline, preference accuracy on held-out pairs and the perplexity density of the model's responses. "
+        "Writes eval.json, generations.jsonl and ppl_density.png.",
+    )
+    evaluate.add_argument("model", help="model folder, hub id or alias")
+    evaluate.add_argument("--baseline", help="model to compare against (its evaluation is cached)")
+    evaluate.add_argument("--output", help="folder for the results (default: the model folder, else runs/eval-NAME)")
+    evaluate.add_argument("--prompts", help="prompt JSONL with built-in task fields; default: built-in held-out tasks")
+    evaluate.add_argument("--num-prompts", type=int, default=100, help="built-in held-out prompts (default 100)")
+    evaluate.add_argument(
+        "--pairs", action="append", help="held-out pair files for preference accuracy (default: the shipped ones)"
+    )
+    evaluate.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the built-in prompts")
+    evaluate.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
     return parser
 
 
@@ -119,6 +139,65 @@ def run_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simper.evaluate import evaluate_cached, evaluate_model, win_rate, write_results
+    from simper.plots import plot_ppl_density
+
+    settings = {
+        "prompts": args.prompts,
+        "num_prompts": args.num_prompts,
+        "pairs": args.pairs,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "trust_remote_code": args.trust_remote_code,
+    }
+    output = Path(args.output or (args.model if os.path.isdir(args.model) else f"runs/eval-{Path(args.model).name}"))
+    baseline = evaluate_cached(args.baseline, settings) if args.baseline else None
+    metrics, rows = evaluate_model(args.model, **settings)
+    curves = {Path(args.model).name: metrics["ppl_density"]}
+    if baseline is not None:
+        metrics["baseline"] = baseline[0]
+        metrics.update(win_rate(rows, baseline[1]))
+        curves[f"baseline {Path(args.baseline).name}"] = baseline[0]["ppl_density"]
+    write_results(output, metrics, rows)
+    plot_ppl_density(curves, output / "ppl_density.png")
+    print(format_eval_table(metrics))
+    print(f"simper: results in {output}/eval.json, generations.jsonl, ppl_density.png", file=sys.stderr)
+    return 0
+
+
+EVAL_ROWS = (
+    ("mean_reward", "mean reward (checker)"),
+    ("prompt_accuracy", "instruction prompts fully followed"),
+    ("instruction_accuracy", "instructions followed"),
+    ("math_accuracy", "math accuracy"),
+    ("preference_accuracy", "held-out preference accuracy"),
+    ("margin", "held-out margin (mean log-prob)"),
+    ("logps_chosen", "held-out chosen mean log-prob"),
+    ("mean_length", "mean response length (tokens)"),
+)
+
+
+def format_eval_table(metrics: dict) -> str:
+    """A short before/after table: metric, baseline (if any), model."""
+    baseline = metrics.get("baseline")
+    lines = [f"{'metric':<38}{'baseline':>12}{'model':>12}" if baseline else f"{'metric':<38}{'model':>12}"]
+    for key, label in EVAL_ROWS:
+        if key not in metrics:
+            continue
+        before = f"{baseline.get(key, float('nan')):>12.3f}" if baseline else ""
+        lines.append(f"{label:<38}{before}{metrics[key]:>12.3f}")
+    if baseline:
+        lines.append(
+            f"{'win / tie / loss vs baseline':<38}{'':>12}"
+            f"{metrics['win_rate']:.2f}/{metrics['tie_rate']:.2f}/{metrics['loss_rate']:.2f}".rjust(12)
+        )
+    return "\n".join(lines)
+
+
 def _quiet_libraries() -> None:
     """Our own progress output replaces the libraries' per-file bars and save-time notices."""
     import logging
@@ -135,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return {"train": run_train, "pairs": run_pairs}[args.command](args)
+        return {"train": run_train, "pairs": run_pairs, "eval": run_eval}[args.command](args)
     except UserError as err:
         print(f"simper: error: {err}", file=sys.stderr)
         return err.exit_code

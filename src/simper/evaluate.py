@@ -1,0 +1,200 @@
+"""``simper eval``: what a model learned, on held-out prompts and held-out pairs.
+
+- greedy generations on held-out task prompts, scored by the checkers: prompt-level and
+  instruction-level accuracy, math accuracy, mean reward, mean response length;
+- win rate against a baseline model by reward, ties counted apart;
+- preference accuracy and margins on held-out pairs (mean log-prob of chosen vs. rejected);
+- the perplexity density of the model's own responses (the paper's figure), as data and a PNG.
+
+Writes ``eval.json``, ``generations.jsonl`` and ``ppl_density.png`` into the output folder. A
+baseline's results are cached under the simper cache, keyed by its weights and the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simper import models
+from simper.data.collate import PaddedCollator
+from simper.data.pipeline import read_pairs
+from simper.data.tokenize import tokenize_pairs
+from simper.generate import generate
+from simper.logprobs import sequence_logps
+from simper.pairs import as_messages, read_prompts
+from simper.resources import HELDOUT_PAIRS
+from simper.tasks import make_tasks, score
+
+PPL_BINS = 80
+PPL_RANGE = (0.0, 8.0)  # log-perplexity axis shared by every model (values above 8 fall in the last bin)
+
+
+def evaluate_model(
+    model_name: str,
+    *,
+    prompts: str | None = None,
+    num_prompts: int = 100,
+    pairs: list[str] | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Evaluate one model; returns ``(metrics, generations)``."""
+    tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = models.load_model(model_name, trust_remote_code=trust_remote_code).eval()
+    tasks = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split="heldout")
+    messages = [as_messages(task["prompt"]) for task in tasks]
+    result = generate(model, tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    generations = []
+    for task, texts, tokens in zip(tasks, result.texts, result.tokens, strict=True):
+        row = {"id": task["id"], "prompt": task["prompt"], "response": texts[0], "tokens": tokens[0]}
+        if "kind" in task:
+            checked = score(task, texts[0])
+            row.update(kind=task["kind"], reward=checked.reward, results=checked.results)
+        generations.append(row)
+
+    metrics: dict[str, Any] = {"model": model_name, "prompts": len(tasks)}
+    metrics.update(task_metrics(generations))
+    metrics["mean_length"] = sum(g["tokens"] for g in generations) / max(len(generations), 1)
+    metrics["samples_per_s"] = result.samples_per_s
+    log_ppl = response_log_perplexities(model, tokenizer, messages, [g["response"] for g in generations])
+    for row, value in zip(generations, log_ppl, strict=True):
+        row["log_ppl"] = value
+    metrics["ppl_density"] = density(log_ppl)
+    metrics.update(pair_metrics(model, tokenizer, pairs if pairs is not None else [str(HELDOUT_PAIRS)]))
+    return metrics, generations
+
+
+def task_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
+    """IFEval-style prompt- and instruction-level accuracy, math accuracy, mean reward."""
+    scored = [g for g in generations if "reward" in g]
+    if not scored:
+        return {}
+    instructions = [g for g in scored if g["kind"] == "instructions"]
+    math_rows = [g for g in scored if g["kind"] == "arithmetic"]
+    checks = [ok for g in instructions for ok in g["results"].values()]
+    return {
+        "mean_reward": sum(g["reward"] for g in scored) / len(scored),
+        "prompt_accuracy": sum(all(g["results"].values()) for g in instructions) / max(len(instructions), 1),
+        "instruction_accuracy": sum(checks) / max(len(checks), 1),
+        "math_accuracy": sum(g["reward"] for g in math_rows) / max(len(math_rows), 1),
+    }
+
+
+@torch.no_grad()
+def response_log_perplexities(model, tokenizer, prompts, responses, batch_size: int = 16) -> list[float]:
+    """``log PPL = −mean log π(response | prompt)`` of each response, EOS included."""
+    from simper.data.formats import PreferencePair
+
+    pairs = [
+        PreferencePair(p, [{"role": "assistant", "content": r or " "}], [{"role": "assistant", "content": "."}], "")
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+    tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=4096, max_prompt_length=2048)
+    collate = PaddedCollator(tokenizer.pad_token_id)
+    values = []
+    for start in range(0, len(tokenized), batch_size):
+        batch = collate(tokenized[start : start + batch_size])
+        half = batch.num_pairs
+        sums, counts = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+        values += (-(sums[:half] / counts[:half])).tolist()
+    return values
+
+
+def density(log_ppl: list[float]) -> dict[str, Any]:
+    """Histogram density of log-perplexity and its peak (the paper's Figure 5 quantity)."""
+    finite = torch.tensor([v for v in log_ppl if math.isfinite(v)], dtype=torch.float64)
+    if finite.numel() == 0:
+        return {"bins": [], "density": [], "peak": None, "mean": None}
+    counts = torch.histc(finite.clamp(*PPL_RANGE), bins=PPL_BINS, min=PPL_RANGE[0], max=PPL_RANGE[1])
+    width = (PPL_RANGE[1] - PPL_RANGE[0]) / PPL_BINS
+    dens = counts / (counts.sum() * width)
+    centers = [PPL_RANGE[0] + width * (i + 0.5) for i in range(PPL_BINS)]
+    return {
+        "bins": centers,
+        "density": dens.tolist(),
+        "peak": centers[int(dens.argmax())],
+        "peak_density": float(dens.max()),
+        "mean": float(finite.mean()),
+    }
+
+
+@torch.no_grad()
+def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8) -> dict[str, float]:
+    """Preference accuracy (mean log-prob chosen > rejected), margins and mean log-probs on held-out pairs."""
+    if not sources:
+        return {}
+    pairs, _ = read_pairs(sources, "test", [])
+    tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
+    collate = PaddedCollator(tokenizer.pad_token_id)
+    chosen, rejected = [], []
+    for start in range(0, len(tokenized), batch_size):
+        batch = collate(tokenized[start : start + batch_size])
+        half = batch.num_pairs
+        sums, counts = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+        chosen += (sums[:half] / counts[:half]).tolist()
+        rejected += (sums[half:] / counts[half:]).tolist()
+    n = max(len(chosen), 1)
+    return {
+        "pairs": len(chosen),
+        "preference_accuracy": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / n,
+        "margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / n,
+        "logps_chosen": sum(chosen) / n,
+        "logps_rejected": sum(rejected) / n,
+    }
+
+
+def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per prompt: the model's reward above, equal to, or below the baseline's."""
+    baseline = {row["id"]: row["reward"] for row in baseline_rows if "reward" in row}
+    outcomes = [
+        (row["reward"] > baseline[row["id"]]) - (row["reward"] < baseline[row["id"]])
+        for row in model_rows
+        if row["id"] in baseline and "reward" in row
+    ]
+    n = max(len(outcomes), 1)
+    return {
+        "win_rate": sum(o == 1 for o in outcomes) / n,
+        "tie_rate": sum(o == 0 for o in outcomes) / n,
+        "loss_rate": sum(o == -1 for o in outcomes) / n,
+    }
+
+
+def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
+    path = Path(models.resolve(model_name))
+    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    stamp = [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]
+    raw = json.dumps([str(path.resolve()) if path.exists() else model_name, stamp, settings], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def evaluate_cached(model_name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`evaluate_model` for a baseline, reusing an earlier identical evaluation."""
+    folder = models.cache_dir() / "eval" / _cache_key(model_name, settings)
+    if (folder / "eval.json").exists():
+        print(f"simper: baseline {model_name}: cached evaluation from {folder}", file=sys.stderr)
+        rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+        return json.loads((folder / "eval.json").read_text()), rows
+    metrics, rows = evaluate_model(model_name, **settings)
+    write_results(folder, metrics, rows)
+    return metrics, rows
+
+
+def write_results(folder: Path, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``eval.json`` and ``generations.jsonl``, each written to a temporary name then renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
+        ("eval.json", json.dumps(metrics, indent=2)),
+    ):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / name)
