@@ -110,7 +110,7 @@ def setup(config: TrainConfig) -> Run:
         log_with=config.logging.report_to or None,
         project_dir=str(output_dir),
     )
-    _prepare_output_dir(output_dir, t.resume, t.overwrite, accelerator)
+    _check_output_dir(output_dir, t.resume, t.overwrite)
     set_seed(t.seed)
 
     m = config.model
@@ -136,6 +136,7 @@ def setup(config: TrainConfig) -> Run:
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     reference = None
     if objective.needs_reference:
@@ -211,16 +212,23 @@ def setup(config: TrainConfig) -> Run:
     return run
 
 
-def _prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool, accelerator: Accelerator) -> None:
-    nonempty = output_dir.exists() and any(output_dir.iterdir())
+def _check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to touch a run folder the user did not hand over (before any slow work)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"training.output_dir {output_dir}: exists and is not a folder")
     if resume and not (output_dir / CHECKPOINTS / LATEST).exists():
         raise UserError(f"{output_dir}: no checkpoint to resume from (training.save_steps writes them)")
+    nonempty = output_dir.exists() and any(output_dir.iterdir())
     if nonempty and not resume and not overwrite:
         raise UserError(f"{output_dir}: folder is not empty; pass --overwrite to replace it or --resume to continue")
+    run_markers = ("config.yaml", "metrics.jsonl", CHECKPOINTS)
+    if nonempty and overwrite and not any((output_dir / marker).exists() for marker in run_markers):
+        raise UserError(f"{output_dir}: --overwrite replaces only simper run folders, and this is not one; refusing")
+
+
+def _make_output_dir(output_dir: Path, replace: bool, accelerator: Accelerator) -> None:
     if accelerator.is_main_process:
-        if nonempty and overwrite:
+        if replace and output_dir.exists():
             shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
