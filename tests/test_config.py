@@ -66,6 +66,19 @@ def test_bad_yaml_files(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(path):
-    assert isinstance(load_config(str(path)), TrainConfig)
+    config = load_config(str(path))
+    assert isinstance(config, TrainConfig)
+    if path.stem != "quickstart" and not path.stem.startswith("smollm2"):  # the paper's recipes
+        t = config.training
+        assert t.per_device_train_batch_size * t.gradient_accumulation_steps * 4 == 128 and t.bf16
+        assert config.model.gradient_checkpointing and t.lr_scheduler_type == "cosine" and t.warmup_ratio == 0.1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_loads(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cluster = ClusterConfig.from_yaml_file(str(path))
+    assert cluster.distributed_type.value in ("MULTI_GPU", "FSDP", "DEEPSPEED") and cluster.num_processes >= 1

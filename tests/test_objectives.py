@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from simper.objectives import REGISTRY, SequenceLogps, get_objective, mean_logp_gradients
@@ -193,3 +195,22 @@ def test_mean_logp_gradients_match_autograd():
     grad_c, grad_r = mean_logp_gradients(out.losses, pol)
     assert_close(grad_c, (chosen_sum / counts_c).detach().exp())
     assert_close(grad_r, (rejected_sum / counts_r).detach().exp())
+
+
+logp = st.floats(min_value=-1e4, max_value=0.0, allow_nan=False)
+count = st.integers(min_value=1, max_value=4096)
+
+
+@settings(max_examples=200, deadline=None)
+@given(logp, logp, logp, logp, count, count)
+def test_property_finite_and_simper_bounded(chosen, rejected, ref_chosen, ref_rejected, n_chosen, n_rejected):
+    for name, objective in REGISTRY.items():
+        c = torch.tensor([chosen], requires_grad=True)
+        r = torch.tensor([rejected], requires_grad=True)
+        pol = SequenceLogps(c, r, torch.tensor([float(n_chosen)]), torch.tensor([float(n_rejected)]))
+        ref = logps(ref_chosen, ref_rejected, n_chosen, n_rejected) if objective.needs_reference else None
+        out = objective(pol, ref)
+        out.losses.sum().backward()
+        assert torch.isfinite(out.losses).all() and torch.isfinite(c.grad).all() and torch.isfinite(r.grad).all(), name
+        if name == "simper":
+            assert -1 <= out.losses.item() <= 1

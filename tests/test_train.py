@@ -157,7 +157,13 @@ def test_nonfinite_steps_are_skipped_then_stop(tiny_model_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(train_module, "preference_step", poisoned)
     out = tmp_path / "nan"
-    assert train(tiny_model_dir, out, "training.max_steps=10", "training.max_nonfinite_steps=2") == 2
+    code = train(
+        tiny_model_dir, out, "training.max_steps=10", "training.max_nonfinite_steps=2", "training.save_steps=1"
+    )
+    assert code == 2
     assert "2 consecutive steps had a non-finite loss" in capsys.readouterr().err
     assert [r["nonfinite_steps"] for r in records(out)] == [1, 2]
     assert not (out / "model.safetensors").exists()
+    saved = load_file(out / "checkpoints" / "step-00000001" / "model.safetensors")
+    for key, value in weights(tiny_model_dir).items():  # the skipped update touched no weight
+        assert torch.equal(saved[f"model.{key}"], value)

@@ -122,7 +122,8 @@ def run_train(args: argparse.Namespace) -> int:
     from simper.train import train
 
     output = train(config)
-    print(output)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(output)
     return 0
 
 

@@ -150,6 +150,23 @@ class TrainingConfig:
 
 
 @dataclass
+class LoraConfig:
+    r: int = _field(0, "LoRA rank; 0 trains the full model")
+    alpha: int = _field(16, "LoRA scaling α (the update is scaled by α/r)")
+    dropout: float = _field(0.05, "dropout on the LoRA path")
+    target_modules: list[str] = _field(
+        ["all-linear"], "modules that get adapters: names like q_proj,v_proj, or all-linear"
+    )
+    merge: bool = _field(True, "also save the merged full model (the adapter alone is always saved to adapter/)")
+
+    def __post_init__(self) -> None:
+        if self.r < 0:
+            raise ValueError(f"lora.r must be ≥ 0, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
 class LoggingConfig:
     logging_steps: int = _field(10, "print a progress line every N steps when not on a terminal")
     report_to: list[str] = _field([], f"trackers through accelerate: {', '.join(TRACKERS)}")
@@ -170,6 +187,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:

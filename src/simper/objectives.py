@@ -61,6 +61,7 @@ class ObjectiveOutput:
 
 
 ObjectiveFn = Callable[..., ObjectiveOutput]
+MAX_EXPONENT = 80.0  # exp(80) ≈ 5.5e34 < fp32 max ≈ 3.4e38
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,11 @@ def simper_ref_loss(policy: SequenceLogps, reference: SequenceLogps) -> Objectiv
 
     Uses the mean per-token log-ratio ``(1/|y|) Σ (log π − log π_ref)`` in place of the mean
     log-prob: ``-exp(mean_ratio_c) + exp(mean_ratio_r)``. At the start of training (π = π_ref)
-    the loss is exactly 0. Rewards are ``exp(mean_ratio)``.
+    the loss is exactly 0. Unlike SimPER it is unbounded (a log-ratio can be positive), so the
+    mean log-ratio is clamped at ``MAX_EXPONENT`` to stay finite in fp32. Rewards are ``exp(mean_ratio)``.
     """
-    chosen = ((policy.chosen_sum - reference.chosen_sum) / policy.chosen_count).exp()
-    rejected = ((policy.rejected_sum - reference.rejected_sum) / policy.rejected_count).exp()
+    chosen = ((policy.chosen_sum - reference.chosen_sum) / policy.chosen_count).clamp(max=MAX_EXPONENT).exp()
+    rejected = ((policy.rejected_sum - reference.rejected_sum) / policy.rejected_count).clamp(max=MAX_EXPONENT).exp()
     return _output(-chosen + rejected, chosen, rejected)
 
 

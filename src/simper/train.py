@@ -36,6 +36,7 @@ from simper.modelcard import write_model_card
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
 from simper.resources import EXAMPLE_PAIRS
 
+ADAPTERS_OFF = "adapters-off"  # the reference is the policy with its LoRA adapters disabled
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 
@@ -136,10 +137,14 @@ def setup(config: TrainConfig) -> Run:
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if config.lora.r > 0:
+        model = _add_lora(model, config)
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     reference = None
-    if objective.needs_reference:
+    if objective.needs_reference and config.lora.r > 0:
+        reference = ADAPTERS_OFF  # the base under the adapters: no second copy of the model
+    elif objective.needs_reference:
         reference_model = models.load_model(m.name_or_path, **load).eval().requires_grad_(False)
         reference = accelerator.prepare_model(
             SequenceLogpsModel(reference_model, t.logits_chunk_size), evaluation_mode=True
@@ -212,6 +217,22 @@ def setup(config: TrainConfig) -> Run:
     return run
 
 
+def _add_lora(model: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.lora
+    targets = lora.target_modules[0] if lora.target_modules == ["all-linear"] else lora.target_modules
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, peft_config)
+
+
+def _unwrap(module: Any) -> Any:
+    """The SequenceLogpsModel under DDP/FSDP wrappers."""
+    return module.module if hasattr(module, "module") else module
+
+
 def _check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to touch a run folder the user did not hand over (before any slow work)."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -247,9 +268,14 @@ def preference_step(
     sums, counts = policy(**batch.model_inputs())
     logps = SequenceLogps(sums[:pairs], sums[pairs:], counts[:pairs], counts[pairs:])
     reference_logps = None
-    if reference is not None:
+    if reference is ADAPTERS_OFF:
+        peft_model = _unwrap(policy).model
+        with torch.no_grad(), peft_model.disable_adapter():
+            ref_sums, ref_counts = policy(**batch.model_inputs())
+    elif reference is not None:
         with torch.no_grad():
             ref_sums, ref_counts = reference(**batch.model_inputs())
+    if reference is not None:
         reference_logps = SequenceLogps(ref_sums[:pairs], ref_sums[pairs:], ref_counts[:pairs], ref_counts[pairs:])
     out = objective(logps, reference_logps, **params)
     stats = _pair_stats(out, logps, batch)
@@ -518,11 +544,20 @@ def save_final(run: Run) -> None:
     staging = run.output_dir / ".staging-final"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True, save_function=accelerator.save)
+        if run.config.lora.r > 0:  # the adapter always; the merged full model unless lora.merge is off
+            model.save_pretrained(staging / "adapter", safe_serialization=True)
+            if run.config.lora.merge:
+                model.merge_and_unload().save_pretrained(staging, safe_serialization=True)
+        else:
+            model.save_pretrained(
+                staging, state_dict=state_dict, safe_serialization=True, save_function=accelerator.save
+            )
         run.tokenizer.save_pretrained(staging)
         last = _last_record(run.output_dir / "metrics.jsonl")
         write_model_card(staging / "README.md", run.config, run.data_report, {**last, **run.final_metrics})
         for item in staging.iterdir():
+            if item.is_dir():
+                shutil.rmtree(run.output_dir / item.name, ignore_errors=True)
             os.replace(item, run.output_dir / item.name)
         staging.rmdir()
     accelerator.wait_for_everyone()

@@ -1,0 +1,51 @@
+"""LoRA through peft on the tiny model: trains, touches only adapters, merged model = base + adapter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.testing import assert_close
+
+from simper.cli import main
+
+
+def run_lora(tiny_model_dir, out, *extra):
+    args = ["train", "--model", str(tiny_model_dir), "--output-dir", str(out), "training.max_steps=3"]
+    return main([*args, "training.learning_rate=1e-2", "lora.r=4", "lora.dropout=0", *extra])
+
+
+def test_lora_trains_only_adapters_and_merges(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    assert run_lora(tiny_model_dir, out) == 0
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in key for key in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at 0: it moved
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.randint(5, 300, (2, 10))
+    with torch.no_grad():
+        assert_close(merged(ids).logits, with_adapter(ids).logits, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(merged(ids).logits, base(ids).logits)
+    # parameters outside the adapted linear layers (embeddings, norms) are exactly the base ones
+    merged_state, base_state = merged.state_dict(), base.state_dict()
+    untouched = [k for k in base_state if "norm" in k or "embed" in k]
+    assert untouched and all(torch.equal(merged_state[k], base_state[k]) for k in untouched)
+    adapted = [k for k in base_state if k.endswith("proj.weight")]
+    assert adapted and all(not torch.equal(merged_state[k], base_state[k]) for k in adapted)
+
+
+@pytest.mark.parametrize("objective", ["dpo"])
+def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir, tmp_path, objective):
+    import json
+
+    out = tmp_path / objective
+    assert run_lora(tiny_model_dir, out, "--objective", objective, "lora.merge=false") == 0
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(0.6931472, abs=1e-5)  # step 1: policy = reference
+    assert not (out / "model.safetensors").exists() and (out / "adapter" / "adapter_config.json").exists()
