@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from simper.cli import main
+from simper.resources import EXAMPLE_PAIRS
 
 BAD = Path(__file__).parent / "data" / "bad"
 
@@ -50,7 +51,10 @@ CONFIG_CASES = {
 
 
 def run(tiny_model_dir, out, *args):
-    return main(["train", "--model", str(tiny_model_dir), "--output-dir", str(out), "training.max_steps=1", *args])
+    data = [] if "--data" in args else ["--data", str(EXAMPLE_PAIRS)]
+    return main(
+        ["train", "--model", str(tiny_model_dir), "--output-dir", str(out), *data, "training.max_steps=1", *args]
+    )
 
 
 def assert_one_line_error(capsys, pattern):
@@ -91,13 +95,15 @@ def test_not_a_model(tmp_path, capsys):
     assert_one_line_error(capsys, r"not_a_model': the folder holds no config.json, so it is not a model folder")
 
 
-def test_a_separate_process_prints_one_line_and_exits_2(tmp_path):
+def test_a_separate_process_prints_one_line_and_exits_2(tiny_model_dir, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "simper",
             "train",
+            "--model",
+            str(tiny_model_dir),
             "--data",
             str(BAD / "null_field.jsonl"),
             "--output-dir",

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from simper.cli import main
+from simper.resources import EXAMPLE_PAIRS
 
 RECIPE = ["training.max_steps=4", "training.learning_rate=1e-3", "training.warmup_ratio=0", "training.save_steps=2"]
 
@@ -28,7 +29,7 @@ def losses(out):
 
 def test_two_processes_match_one(tiny_model_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    args = ["train", "--model", str(tiny_model_dir), *RECIPE]
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(EXAMPLE_PAIRS), *RECIPE]
     assert main([*args, "--output-dir", str(one), "training.per_device_train_batch_size=4"]) == 0
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true", "SIMPER_CACHE": str(tmp_path / "c")}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]

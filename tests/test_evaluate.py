@@ -56,5 +56,5 @@ def test_win_rate_and_density():
     model = [{"id": 1, "reward": 1.0}, {"id": 2, "reward": 0.5}, {"id": 3, "reward": 0.0}]
     base = [{"id": 1, "reward": 0.5}, {"id": 2, "reward": 0.5}, {"id": 3, "reward": 1.0}]
     assert win_rate(model, base) == pytest.approx({"win_rate": 1 / 3, "tie_rate": 1 / 3, "loss_rate": 1 / 3})
-    curve = density([0.5, 0.52, 0.55, 2.0])
-    assert curve["peak"] == pytest.approx(0.55) and sum(d * 0.1 for d in curve["density"]) == pytest.approx(1.0)
+    curve = density([2.0, 2.05, 2.1, 4.0])
+    assert 2.0 <= curve["peak"] <= 2.3 and sum(d * 0.05 for d in curve["density"]) == pytest.approx(1.0, abs=1e-2)

@@ -15,12 +15,13 @@ from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from simper.cli import main
+from simper.resources import EXAMPLE_PAIRS
 
 STEPS = ["training.max_steps=200", "training.save_steps=10", "training.learning_rate=1e-3", "training.seed=5"]
 
 
 def command(model, out, *extra):
-    return ["train", "--model", str(model), "--output-dir", str(out), *STEPS, *extra]
+    return ["train", "--model", str(model), "--output-dir", str(out), "--data", str(EXAMPLE_PAIRS), *STEPS, *extra]
 
 
 def start(model, out, tmp_path):

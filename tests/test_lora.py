@@ -8,10 +8,12 @@ from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from simper.cli import main
+from simper.resources import EXAMPLE_PAIRS
 
 
 def run_lora(tiny_model_dir, out, *extra):
-    args = ["train", "--model", str(tiny_model_dir), "--output-dir", str(out), "training.max_steps=3"]
+    args = ["train", "--model", str(tiny_model_dir), "--output-dir", str(out), "--data", str(EXAMPLE_PAIRS)]
+    args.append("training.max_steps=3")
     return main([*args, "training.learning_rate=1e-2", "lora.r=4", "lora.dropout=0", *extra])
 
 

@@ -10,12 +10,11 @@ from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from simper.cli import main
+from simper.resources import EXAMPLE_PAIRS
 
 
-def train(tiny_model_dir, output, *overrides, data=None):
-    args = ["train", "--model", str(tiny_model_dir), "--output-dir", str(output)]
-    if data:
-        args += ["--data", str(data)]
+def train(tiny_model_dir, output, *overrides, data=EXAMPLE_PAIRS):
+    args = ["train", "--model", str(tiny_model_dir), "--output-dir", str(output), "--data", str(data)]
     return main([*args, "training.learning_rate=1e-3", "training.warmup_ratio=0", *overrides])
 
 

@@ -39,8 +39,9 @@ def _field(default: Any, help: str) -> Any:
 @dataclass
 class ModelConfig:
     name_or_path: str = _field(
-        "tiny-random-llama",
-        "model to train: a local folder, a Hugging Face hub id, or a built-in alias (tiny-random-llama)",
+        "smollm2-135m-instruct",
+        "model to train: a local folder, a Hugging Face hub id, or a built-in alias "
+        "(smollm2-135m-instruct, tiny-random-llama)",
     )
     torch_dtype: str = _field("float32", f"dtype the weights are loaded in: {', '.join(DTYPES)}")
     attn_implementation: str | None = _field(
@@ -60,7 +61,7 @@ class DataConfig:
     train: list[str] = _field(
         [],
         "training sources: .jsonl/.json/.parquet/.csv files, save_to_disk folders, hub ids (id:split); "
-        "empty = the shipped example pairs",
+        "empty = the shipped SmolLM2 on-policy pairs, with their held-out set as eval",
     )
     eval: list[str] = _field([], "held-out sources (same kinds as train)")
     split: str = _field("train", "split taken from hub datasets and save_to_disk folders")

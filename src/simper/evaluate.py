@@ -32,8 +32,8 @@ from simper.pairs import as_messages, read_prompts
 from simper.resources import HELDOUT_PAIRS
 from simper.tasks import make_tasks, score
 
-PPL_BINS = 80
-PPL_RANGE = (0.0, 8.0)  # log-perplexity axis shared by every model (values above 8 fall in the last bin)
+PPL_BINS = 160
+PPL_RANGE = (0.0, 8.0)  # log-perplexity grid shared by every model
 
 
 def evaluate_model(
@@ -110,20 +110,26 @@ def response_log_perplexities(model, tokenizer, prompts, responses, batch_size: 
 
 
 def density(log_ppl: list[float]) -> dict[str, Any]:
-    """Histogram density of log-perplexity and its peak (the paper's Figure 5 quantity)."""
+    """Gaussian kernel density of log-perplexity on a fixed grid, and its peak (the paper's Figure 5).
+
+    Bandwidth by Scott's rule (1.06 σ n^(-1/5)); the grid is shared by every model so curves compare.
+    """
     finite = torch.tensor([v for v in log_ppl if math.isfinite(v)], dtype=torch.float64)
     if finite.numel() == 0:
         return {"bins": [], "density": [], "peak": None, "mean": None}
-    counts = torch.histc(finite.clamp(*PPL_RANGE), bins=PPL_BINS, min=PPL_RANGE[0], max=PPL_RANGE[1])
     width = (PPL_RANGE[1] - PPL_RANGE[0]) / PPL_BINS
-    dens = counts / (counts.sum() * width)
-    centers = [PPL_RANGE[0] + width * (i + 0.5) for i in range(PPL_BINS)]
+    grid = torch.tensor([PPL_RANGE[0] + width * (i + 0.5) for i in range(PPL_BINS)], dtype=torch.float64)
+    spread = float(finite.std()) if finite.numel() > 1 else 0.0
+    bandwidth = max(1.06 * spread * finite.numel() ** -0.2, width)
+    z = (grid[:, None] - finite[None, :]) / bandwidth
+    dens = torch.exp(-0.5 * z**2).sum(1) / (finite.numel() * bandwidth * math.sqrt(2 * math.pi))
     return {
-        "bins": centers,
+        "bins": grid.tolist(),
         "density": dens.tolist(),
-        "peak": centers[int(dens.argmax())],
+        "peak": float(grid[int(dens.argmax())]),
         "peak_density": float(dens.max()),
         "mean": float(finite.mean()),
+        "bandwidth": bandwidth,
     }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from simper import models
+from simper.data.sources import read_rows
 from simper.errors import UserError
 from simper.generate import generate
 from simper.rewards import load_reward
@@ -21,25 +22,15 @@ from simper.tasks import make_tasks
 
 
 def read_prompts(path: str) -> list[dict[str, Any]]:
-    """Prompt rows from JSONL: ``prompt`` a string or a message list; other fields are kept."""
-    rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read prompts ({getattr(err, 'strerror', None) or err})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:line {number}: invalid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str | list) or not row["prompt"]:
-            raise UserError(f"{path}:line {number}: field 'prompt': expected a string or a list of messages")
-        rows.append({"id": row.get("id", f"line-{number}"), **row})
-    if not rows:
-        raise UserError(f"{path}: no prompts")
-    return rows
+    """Prompt rows from any source ``read_rows`` reads: ``prompt`` a string or a message list; other
+    fields (a built-in task's ``kind``, ``constraints``, ``answer``) are kept."""
+    prompts = []
+    for row in read_rows(path):
+        prompt = row.values.get("prompt")
+        if not isinstance(prompt, str | list) or not prompt:
+            raise UserError(f"{row.origin}: field 'prompt': expected a string or a list of messages")
+        prompts.append({"id": row.values.get("id", row.origin.rsplit(":", 1)[-1]), **row.values})
+    return prompts
 
 
 def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:

@@ -20,7 +20,7 @@ def plot_ppl_density(curves: dict[str, dict[str, Any]], path: Path) -> None:
         (line,) = ax.plot(curve["bins"], curve["density"], label=f"{label} (peak at {curve['peak']:.2f})")
         ax.axvline(curve["peak"], color=line.get_color(), linestyle="--", linewidth=1)
     nonzero = [
-        b for c in curves.values() for b, d in zip(c.get("bins", []), c.get("density", []), strict=True) if d > 0
+        b for c in curves.values() for b, d in zip(c.get("bins", []), c.get("density", []), strict=True) if d > 1e-3
     ]
     if nonzero:
         ax.set_xlim(max(0.0, min(nonzero) - 0.3), max(nonzero) + 0.3)

@@ -34,7 +34,7 @@ from simper.errors import UserError
 from simper.logprobs import SequenceLogpsModel
 from simper.modelcard import write_model_card
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
-from simper.resources import EXAMPLE_PAIRS
+from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
 
 ADAPTERS_OFF = "adapters-off"  # the reference is the policy with its LoRA adapters disabled
 CHECKPOINTS = "checkpoints"
@@ -117,9 +117,10 @@ def setup(config: TrainConfig) -> Run:
     m = config.model
     model_kwargs = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
     tokenizer = models.load_tokenizer(m.name_or_path, chat_template=m.chat_template, **model_kwargs)
+    shipped = not config.data.train  # the shipped pairs come with their own held-out set
     data = prepare_data(
-        config.data.train or [str(EXAMPLE_PAIRS)],
-        config.data.eval,
+        config.data.train or [str(TRAIN_PAIRS)],
+        config.data.eval or ([str(HELDOUT_PAIRS)] if shipped and not config.data.eval_fraction else []),
         tokenizer=tokenizer,
         split=config.data.split,
         eval_split=config.data.eval_split,
