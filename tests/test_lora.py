@@ -51,3 +51,8 @@ def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir, tmp_path, 
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(0.6931472, abs=1e-5)  # step 1: policy = reference
     assert not (out / "model.safetensors").exists() and (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_qlora_on_cpu_says_what_it_needs(tiny_model_dir, tmp_path, capsys):
+    assert run_lora(tiny_model_dir, tmp_path / "q", "lora.load_in_4bit=true") == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err

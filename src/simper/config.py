@@ -159,12 +159,15 @@ class LoraConfig:
         ["all-linear"], "modules that get adapters: names like q_proj,v_proj, or all-linear"
     )
     merge: bool = _field(True, "also save the merged full model (the adapter alone is always saved to adapter/)")
+    load_in_4bit: bool = _field(False, "QLoRA: load the base in 4-bit NF4 through bitsandbytes (CUDA GPU only)")
 
     def __post_init__(self) -> None:
         if self.r < 0:
             raise ValueError(f"lora.r must be ≥ 0, got {self.r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.load_in_4bit and self.r == 0:
+            raise ValueError("lora.load_in_4bit (QLoRA) needs adapters: set lora.r > 0")
 
 
 @dataclass

@@ -75,10 +75,16 @@ def load_model(
     attn_implementation: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
 ) -> PreTrainedModel:
-    """Load any ``AutoModelForCausalLM`` from safetensors weights (pickled weights are refused)."""
+    """Load any ``AutoModelForCausalLM`` from safetensors weights (pickled weights are refused).
+
+    ``load_in_4bit`` loads the weights as 4-bit NF4 through bitsandbytes, for QLoRA (CUDA only).
+    """
     path = resolve(name_or_path)
     kwargs = {"dtype": torch_dtype if torch_dtype == "auto" else getattr(torch, torch_dtype)}
+    if load_in_4bit:
+        kwargs["quantization_config"] = _four_bit_config(kwargs["dtype"])
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -87,6 +93,21 @@ def load_model(
         )
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"model {name_or_path!r}: cannot load it: {_first_line(err)}{_hub_hint(path)}") from None
+
+
+def _four_bit_config(dtype):
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        raise UserError("lora.load_in_4bit (QLoRA) needs a CUDA GPU; on CPU use LoRA on the full-precision base")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("lora.load_in_4bit (QLoRA) needs bitsandbytes: pip install bitsandbytes") from None
+    compute = torch.bfloat16 if dtype in ("auto", torch.float32) else dtype
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+    )
 
 
 def _first_line(err: Exception) -> str:

@@ -134,7 +134,7 @@ def setup(config: TrainConfig) -> Run:
 
     objective = get_objective(config.objective.name)
     load = dict(torch_dtype=m.torch_dtype, attn_implementation=m.attn_implementation, **model_kwargs)
-    model = models.load_model(m.name_or_path, **load)
+    model = models.load_model(m.name_or_path, load_in_4bit=config.lora.load_in_4bit, **load)
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -219,9 +219,11 @@ def setup(config: TrainConfig) -> Run:
 
 
 def _add_lora(model: Any, config: TrainConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     lora = config.lora
+    if lora.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.model.gradient_checkpointing)
     targets = lora.target_modules[0] if lora.target_modules == ["all-linear"] else lora.target_modules
     peft_config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
