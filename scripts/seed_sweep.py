@@ -4,6 +4,7 @@
 
 Each seed trains into runs/seed-N and is evaluated against the starting model with the same
 settings as the README's command; the starting model's evaluation is computed once and cached.
+A seed whose runs/seed-N/eval.json exists is only summarized.
 """
 
 from __future__ import annotations
@@ -40,11 +41,22 @@ def main() -> None:
     results, minutes = [], []
     for seed in args.seeds:
         out = f"runs/seed-{seed}"
-        start = time.time()
-        train = ["simper", "train", "--config", args.config, "--output-dir", out, "--seed", str(seed), "--overwrite"]
-        subprocess.run(train, check=True)
-        subprocess.run(["simper", "eval", out, "--baseline", "smollm2-135m-instruct", *EVAL], check=True)
-        minutes.append((time.time() - start) / 60)
+        if not Path(out, "eval.json").exists():  # a finished seed is summarized, not rerun
+            start = time.time()
+            train = [
+                "simper",
+                "train",
+                "--config",
+                args.config,
+                "--output-dir",
+                out,
+                "--seed",
+                str(seed),
+                "--overwrite",
+            ]
+            subprocess.run(train, check=True)
+            subprocess.run(["simper", "eval", out, "--baseline", "smollm2-135m-instruct", *EVAL], check=True)
+            minutes.append((time.time() - start) / 60)
         results.append(json.loads(Path(out, "eval.json").read_text()))
     baseline = results[0]["baseline"]
     print(f"| metric | starting model | after SimPER (mean ± std over seeds {args.seeds}) |")
@@ -54,7 +66,8 @@ def main() -> None:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         before = f"{baseline[key]:.3f}" if key in baseline else "—"
         print(f"| {key} | {before} | {statistics.mean(values):.3f} ± {spread:.3f} |")
-    print(f"\nminutes per seed (train + eval): {', '.join(f'{m:.1f}' for m in minutes)}", file=sys.stderr)
+    if minutes:
+        print(f"\nminutes per seed (train + eval): {', '.join(f'{m:.1f}' for m in minutes)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
