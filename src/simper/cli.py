@@ -35,8 +35,8 @@ def _train_help() -> str:
         "",
         "examples:",
         "  simper train --model ./my-sft-model --data pairs.jsonl --output-dir runs/first",
-        "  simper train --config configs/recipes/tiny.yaml training.learning_rate=5e-6 --objective dpo",
-        "  accelerate launch --num_processes 2 -m simper train --config my.yaml",
+        "  simper train --config configs/recipes/smollm2-cpu.yaml training.learning_rate=5e-6 --objective dpo",
+        "  accelerate launch --config_file configs/accelerate/ddp.yaml -m simper train --config my.yaml",
     ]
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -232,3 +233,21 @@ def _tiny_corpus() -> list[str]:
         for key in ("prompt", "chosen", "rejected"):
             texts += [message["content"] for message in row.values[key]]
     return texts
+
+
+def add_lora(model: Any, lora: Any, gradient_checkpointing: bool = False) -> Any:
+    """Wrap ``model`` with peft LoRA adapters per the ``lora`` config (QLoRA-prepared when 4-bit)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if lora.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    targets = lora.target_modules[0] if lora.target_modules == ["all-linear"] else lora.target_modules
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, peft_config)
+
+
+def unwrap(module: Any) -> Any:
+    """The SequenceLogpsModel under DDP/FSDP wrappers."""
+    return module.module if hasattr(module, "module") else module

@@ -13,9 +13,7 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +21,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from simper import models
 from simper.config import TrainConfig, save_config
-from simper.data.collate import PaddedCollator, PreferenceBatch
+from simper.console import Progress, flatten, log
+from simper.data.collate import EpochSampler, PaddedCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
 from simper.errors import UserError
 from simper.logprobs import SequenceLogpsModel
+from simper.metrics import pair_stats, reduce_totals, summarize
 from simper.modelcard import write_model_card
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
 from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
@@ -39,27 +39,6 @@ from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
 ADAPTERS_OFF = "adapters-off"  # the reference is the policy with its LoRA adapters disabled
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-
-
-class EpochSampler(Sampler[int]):
-    """A fresh permutation each epoch, from ``seed + epoch``: the data order is a function of the seed.
-
-    The epoch is set by the loop only (``start_epoch``, deliberately not ``set_epoch``, which
-    accelerate would call with its own counter, wrong after a resume).
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
 
 
 @dataclass
@@ -130,7 +109,7 @@ def setup(config: TrainConfig) -> Run:
         seed=t.seed,
     )
     for line in data.report:
-        _log(accelerator, f"data: {line}")
+        log(accelerator, f"data: {line}")
 
     objective = get_objective(config.objective.name)
     load = dict(torch_dtype=m.torch_dtype, attn_implementation=m.attn_implementation, **model_kwargs)
@@ -139,7 +118,7 @@ def setup(config: TrainConfig) -> Run:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.lora.r > 0:
-        model = _add_lora(model, config)
+        model = models.add_lora(model, config.lora, m.gradient_checkpointing)
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     reference = None
@@ -207,33 +186,15 @@ def setup(config: TrainConfig) -> Run:
     if config.logging.report_to:
         accelerator.init_trackers(
             "simper",
-            config=_flatten(config.to_dict()),
+            config=flatten(config.to_dict()),
             init_kwargs={"wandb": {"name": config.logging.run_name or output_dir.name}},
         )
-    _log(
+    log(
         accelerator,
         f"training {m.name_or_path} with {objective.name} on {len(data.train)} pairs: {total_steps} steps "
         f"of {t.per_device_train_batch_size * t.gradient_accumulation_steps * accelerator.num_processes} pairs",
     )
     return run
-
-
-def _add_lora(model: Any, config: TrainConfig) -> Any:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    lora = config.lora
-    if lora.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.model.gradient_checkpointing)
-    targets = lora.target_modules[0] if lora.target_modules == ["all-linear"] else lora.target_modules
-    peft_config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
-    )
-    return get_peft_model(model, peft_config)
-
-
-def _unwrap(module: Any) -> Any:
-    """The SequenceLogpsModel under DDP/FSDP wrappers."""
-    return module.module if hasattr(module, "module") else module
 
 
 def _check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -272,7 +233,7 @@ def preference_step(
     logps = SequenceLogps(sums[:pairs], sums[pairs:], counts[:pairs], counts[pairs:])
     reference_logps = None
     if reference is ADAPTERS_OFF:
-        peft_model = _unwrap(policy).model
+        peft_model = models.unwrap(policy).model
         with torch.no_grad(), peft_model.disable_adapter():
             ref_sums, ref_counts = policy(**batch.model_inputs())
     elif reference is not None:
@@ -281,49 +242,11 @@ def preference_step(
     if reference is not None:
         reference_logps = SequenceLogps(ref_sums[:pairs], ref_sums[pairs:], ref_counts[:pairs], ref_counts[pairs:])
     out = objective(logps, reference_logps, **params)
-    stats = _pair_stats(out, logps, batch)
+    stats = pair_stats(out, logps, batch)
     if torch.is_grad_enabled():
         grad_chosen, grad_rejected = mean_logp_gradients(out.losses, logps)
         stats["grad/chosen"], stats["grad/rejected"] = grad_chosen.sum(), grad_rejected.sum()
     return out.losses.mean(), stats
-
-
-def _pair_stats(out, logps: SequenceLogps, batch: PreferenceBatch) -> dict[str, torch.Tensor]:
-    """Sums over the batch (reduced later across micro-batches and processes, then divided)."""
-    return {
-        "pairs": torch.tensor(float(batch.num_pairs), device=out.losses.device),
-        "loss": out.losses.detach().sum(),
-        "chosen_logp_sum": logps.chosen_sum.detach().sum(),
-        "chosen_tokens": logps.chosen_count.sum(),
-        "rejected_logp_sum": logps.rejected_sum.detach().sum(),
-        "rejected_tokens": logps.rejected_count.sum(),
-        "rewards/chosen": out.chosen_rewards.sum(),
-        "rewards/rejected": out.rejected_rewards.sum(),
-        "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().sum(),
-        "rewards/margins": (out.chosen_rewards - out.rejected_rewards).sum(),
-        "tokens": batch.attention_mask.sum().float(),
-    }
-
-
-def _summarize(totals: dict[str, float]) -> dict[str, float]:
-    """Turn reduced sums into the logged means (per-token ones token-weighted)."""
-    pairs = max(totals["pairs"], 1.0)
-    chosen = totals["chosen_logp_sum"] / max(totals["chosen_tokens"], 1.0)
-    rejected = totals["rejected_logp_sum"] / max(totals["rejected_tokens"], 1.0)
-    record = {"loss": totals["loss"] / pairs, "logps/chosen": chosen, "logps/rejected": rejected}
-    record["ppl/chosen"] = math.exp(min(-chosen, 700.0))
-    record["ppl/rejected"] = math.exp(min(-rejected, 700.0))
-    for key in (
-        "rewards/chosen",
-        "rewards/rejected",
-        "rewards/accuracies",
-        "rewards/margins",
-        "grad/chosen",
-        "grad/rejected",
-    ):
-        if key in totals:
-            record[key] = totals[key] / pairs
-    return record
 
 
 def fit(run: Run) -> None:
@@ -331,7 +254,7 @@ def fit(run: Run) -> None:
     t, accelerator = run.config.training, run.accelerator
     params = dict(run.config.objective.params)
     metrics_path = run.output_dir / "metrics.jsonl"
-    progress = _Progress(run)
+    progress = Progress(run)
     previous_handlers = _install_stop_handlers(run)
     consecutive_nonfinite = 0
     totals: dict[str, torch.Tensor] = {}
@@ -360,7 +283,7 @@ def fit(run: Run) -> None:
                         continue
                     max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
                     grad_norm = accelerator.clip_grad_norm_(run.policy.parameters(), max_norm)
-                    reduced = _reduce(accelerator, totals, grad_norm)
+                    reduced = reduce_totals(accelerator, totals, grad_norm)
                     finite = math.isfinite(reduced["loss"]) and math.isfinite(reduced["grad_norm"])
                     if finite:
                         run.optimizer.step()
@@ -373,12 +296,12 @@ def fit(run: Run) -> None:
                 else:
                     consecutive_nonfinite += 1
                     run.nonfinite_total += 1
-                    _log(accelerator, f"warning: step {run.step}: non-finite loss or gradient; update skipped")
+                    log(accelerator, f"warning: step {run.step}: non-finite loss or gradient; update skipped")
                 elapsed = time.perf_counter() - step_start
                 record = {
                     "step": run.step,
                     "epoch": round(run.epoch + run.batches_done_in_epoch / max(len(run.train_loader), 1), 4),
-                    **_summarize(reduced),
+                    **summarize(reduced),
                     "lr": run.scheduler.get_last_lr()[0],
                     "grad_norm": reduced["grad_norm"],
                     "tokens": reduced["tokens"],
@@ -398,7 +321,7 @@ def fit(run: Run) -> None:
                 if (t.save_steps and run.step % t.save_steps == 0) or run.stop_requested:
                     save_checkpoint(run)
                 if run.stop_requested:
-                    _log(
+                    log(
                         accelerator,
                         f"{run.stop_requested} received: checkpoint saved at step {run.step}. Resume with: "
                         f"simper train --config {run.output_dir / 'config.yaml'} --resume",
@@ -421,19 +344,9 @@ def fit(run: Run) -> None:
         start = run.final_metrics
         if "start/eval/loss" in start:
             for key in ("loss", "rewards/accuracies", "logps/chosen", "logps/rejected"):
-                _log(accelerator, f"held-out {key}: {start[f'start/eval/{key}']:.4f} -> {final[f'eval/{key}']:.4f}")
+                log(accelerator, f"held-out {key}: {start[f'start/eval/{key}']:.4f} -> {final[f'eval/{key}']:.4f}")
     if t.save_steps and run.step % t.save_steps:
         save_checkpoint(run)
-
-
-def _reduce(accelerator: Accelerator, totals: dict[str, torch.Tensor], grad_norm: Any) -> dict[str, float]:
-    """Sum the step's tallies over processes: one host sync per optimizer step."""
-    keys = sorted(totals)
-    stacked = torch.stack([torch.as_tensor(totals[k], dtype=torch.float32) for k in keys]).to(accelerator.device)
-    values = accelerator.reduce(stacked, reduction="sum").tolist()
-    reduced = dict(zip(keys, values, strict=True))
-    reduced["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
-    return reduced
 
 
 @torch.no_grad()
@@ -447,8 +360,8 @@ def evaluate(run: Run) -> dict[str, float]:
         for key, value in stats.items():
             totals[key] = totals.get(key, 0.0) + value
     run.policy.train()
-    reduced = _reduce(run.accelerator, totals, None)
-    return {f"eval/{k}": v for k, v in _summarize(reduced).items()}
+    reduced = reduce_totals(run.accelerator, totals, None)
+    return {f"eval/{k}": v for k, v in summarize(reduced).items()}
 
 
 def _write_metrics(run: Run, path: Path, record: dict[str, Any]) -> None:
@@ -508,7 +421,7 @@ def _resume(run: Run) -> None:
         if metrics.exists():
             kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= run.step]
             metrics.write_text("".join(line + "\n" for line in kept))
-    _log(run.accelerator, f"resumed from {checkpoint} at step {run.step}")
+    log(run.accelerator, f"resumed from {checkpoint} at step {run.step}")
 
 
 def _install_stop_handlers(run: Run) -> dict[int, Any]:
@@ -518,7 +431,7 @@ def _install_stop_handlers(run: Run) -> dict[int, Any]:
         if run.stop_requested:  # a second signal stops at once
             raise KeyboardInterrupt
         run.stop_requested = signal.Signals(signum).name
-        _log(run.accelerator, f"{run.stop_requested}: finishing this step, then saving a checkpoint")
+        log(run.accelerator, f"{run.stop_requested}: finishing this step, then saving a checkpoint")
 
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -566,7 +479,7 @@ def save_final(run: Run) -> None:
     accelerator.wait_for_everyone()
     if run.config.logging.report_to:
         accelerator.end_training()
-    _log(accelerator, f"saved the model to {run.output_dir}")
+    log(accelerator, f"saved the model to {run.output_dir}")
 
 
 def _last_record(path: Path, key: str = "loss") -> dict[str, Any]:
@@ -575,58 +488,3 @@ def _last_record(path: Path, key: str = "loss") -> dict[str, Any]:
         return {}
     records = [record for line in path.read_text().splitlines() if line and key in (record := json.loads(line))]
     return records[-1] if records else {}
-
-
-# ------------------------------------------------------------------------------------------------
-# console output
-# ------------------------------------------------------------------------------------------------
-
-
-def _log(accelerator: Accelerator, message: str) -> None:
-    if accelerator.is_main_process:
-        print(f"simper: {message}", file=sys.stderr, flush=True)
-
-
-class _Progress:
-    """A tqdm bar on a terminal; plain periodic lines otherwise (logs, CI)."""
-
-    def __init__(self, run: Run) -> None:
-        self.run, self.start, self.bar = run, time.perf_counter(), None
-        self.every = run.config.logging.logging_steps
-        if run.accelerator.is_main_process and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=run.total_steps, initial=run.step, desc="train", dynamic_ncols=True)
-        self.first_step = run.step
-
-    def update(self, record: dict[str, Any]) -> None:
-        if not self.run.accelerator.is_main_process:
-            return
-        summary = f"loss {record['loss']:.4f} acc {record['rewards/accuracies']:.2f} {record['tokens_per_s']:.0f} tok/s"
-        if self.bar is not None:
-            self.bar.set_postfix_str(summary)
-            self.bar.update(1)
-            return
-        step = record["step"]
-        if step % self.every == 0 or step == self.run.total_steps:
-            per_step = (time.perf_counter() - self.start) / max(step - self.first_step, 1)
-            eta = time.strftime("%H:%M:%S", time.gmtime(per_step * (self.run.total_steps - step)))
-            print(
-                f"simper: step {step}/{self.run.total_steps} | {summary} | eta {eta}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value if isinstance(value, int | float | str | bool) else str(value)
-    return flat

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Sampler
 
 from simper.data.tokenize import TokenizedPair
 
@@ -56,3 +58,24 @@ class PaddedCollator:
             attention_mask[row, :length] = 1
             response_mask[row, len(prompt) : length] = 1
         return PreferenceBatch(input_ids, attention_mask, response_mask)
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation each epoch, from ``seed + epoch``: the data order is a function of the seed.
+
+    The epoch is set by the loop only (``start_epoch``, deliberately not ``set_epoch``, which
+    accelerate would call with its own counter, wrong after a resume).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
