@@ -80,3 +80,28 @@ def test_bad_prompt_files(tiny_model_dir, tmp_path, capsys, bad):
         ["pairs", "--model", str(tiny_model_dir), "--output", str(tmp_path / "o.jsonl"), "--prompts", str(prompts)]
     )
     assert code == 2 and "prompts.jsonl" in capsys.readouterr().err
+
+
+def test_prompts_are_handled_in_drawn_order_chunk_by_chunk(tiny_model_dir, tmp_path, monkeypatch):
+    import simper.pairs
+
+    monkeypatch.setattr(simper.pairs, "CHUNK", 2)  # a stopped run then holds the first prompts, not the longest
+    out = tmp_path / "p.jsonl"
+    args = [
+        "pairs",
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(out),
+        "--num-prompts",
+        "6",
+        "--max-new-tokens",
+        "4",
+    ]
+    assert main(args) == 0
+    seen = (tmp_path / "p.jsonl.seen").read_text().split()
+    assert [set(seen[i : i + 2]) for i in (0, 2, 4)] == [
+        {"train-0-00000", "train-0-00001"},
+        {"train-0-00002", "train-0-00003"},
+        {"train-0-00004", "train-0-00005"},
+    ]

@@ -20,6 +20,8 @@ from simper.generate import generate
 from simper.rewards import load_reward
 from simper.tasks import make_tasks
 
+CHUNK = 256  # prompts generated per round
+
 
 def read_prompts(path: str) -> list[dict[str, Any]]:
     """Prompt rows from any source ``read_rows`` reads: ``prompt`` a string or a message list; other
@@ -100,20 +102,33 @@ def make_pairs(
             pairs_file.flush()
             seen_file.flush()
 
-        result = generate(
-            policy,
-            tokenizer,
-            [as_messages(row["prompt"]) for row in todo],
-            num_samples=num_samples,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            batch_size=batch_size,
-            seed=seed,
-            on_batch=write,
-        )
+        # Prompts go in chunks in their drawn order (each chunk sorted by length inside generate), so a
+        # run stopped early has pairs from a representative sample of prompts, not only the longest.
+        seconds = samples = tokens = 0.0
+        for first in range(0, len(todo), CHUNK):
+            chunk = todo[first : first + CHUNK]
+
+            def write_chunk(indices, texts, lengths, offset=first):
+                write([offset + i for i in indices], texts, lengths)
+
+            result = generate(
+                policy,
+                tokenizer,
+                [as_messages(row["prompt"]) for row in chunk],
+                num_samples=num_samples,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                batch_size=batch_size,
+                seed=seed + first,
+                on_batch=write_chunk,
+            )
+            seconds += result.seconds
+            samples += sum(map(len, result.texts))
+            tokens += sum(map(sum, result.tokens))
     print(
-        f"simper: {result.samples_per_s:.2f} samples/s, {result.tokens_per_s:.0f} tokens/s over {result.seconds:.0f} s",
+        f"simper: {samples / max(seconds, 1e-9):.2f} samples/s, {tokens / max(seconds, 1e-9):.0f} tokens/s "
+        f"over {seconds:.0f} s",
         file=sys.stderr,
     )
     return counts
