@@ -13,6 +13,12 @@ from simper.generate import generate
 from simper.models import load_model, load_tokenizer
 
 
+def run_pairs(model, out, prompts=6, max_new_tokens=8, *extra):
+    """Run ``simper pairs`` on the tiny model and return its exit code."""
+    args = ["pairs", "--model", str(model), "--output", str(out), "--num-prompts", str(prompts)]
+    return main([*args, "--max-new-tokens", str(max_new_tokens), *extra])
+
+
 def test_generate_returns_k_samples_per_prompt_in_order(tiny_model_dir):
     model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a much longer prompt here"}]]
@@ -26,22 +32,8 @@ def test_generate_returns_k_samples_per_prompt_in_order(tiny_model_dir):
 
 def test_pairs_end_to_end_with_a_callable_reward_and_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "pairs.jsonl"
-    args = [
-        "pairs",
-        "--model",
-        str(tiny_model_dir),
-        "--output",
-        str(out),
-        "--num-prompts",
-        "6",
-        "--reward",
-        "reward_fixtures:length_reward",
-        "--max-new-tokens",
-        "12",
-        "--batch-size",
-        "8",
-    ]
-    assert main(args) == 0
+    reward = ["--reward", "reward_fixtures:length_reward", "--batch-size", "8"]
+    assert run_pairs(tiny_model_dir, out, 6, 12, *reward) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and len((tmp_path / "pairs.jsonl.seen").read_text().split()) == 6
     for row in rows:
@@ -50,25 +42,13 @@ def test_pairs_end_to_end_with_a_callable_reward_and_resume(tiny_model_dir, tmp_
         assert row["reward"] == "reward_fixtures:length_reward" and row["kind"] in ("instructions", "arithmetic")
     pairs, fmt, _ = load_pairs(read_rows(str(out)))
     assert fmt == "conversational" and len(pairs) == len(rows)
-    assert main([*args[:6], "12", *args[7:]]) == 0  # 12 prompts: the first 6 are skipped
+    assert run_pairs(tiny_model_dir, out, 12, 12, *reward) == 0  # 12 prompts: the first 6 are skipped
     assert len((tmp_path / "pairs.jsonl.seen").read_text().split()) == 12
 
 
 def test_builtin_reward_and_bad_reward(tiny_model_dir, tmp_path, capsys):
-    out = tmp_path / "p.jsonl"
-    base = [
-        "pairs",
-        "--model",
-        str(tiny_model_dir),
-        "--output",
-        str(out),
-        "--num-prompts",
-        "4",
-        "--max-new-tokens",
-        "6",
-    ]
-    assert main(base) == 0
-    assert main([*base[:4], str(tmp_path / "q.jsonl"), *base[5:], "--reward", "no_such_module:f"]) == 2
+    assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 4, 6) == 0
+    assert run_pairs(tiny_model_dir, tmp_path / "q.jsonl", 4, 6, "--reward", "no_such_module:f") == 2
     assert "reward 'no_such_module:f': cannot import it" in capsys.readouterr().err
 
 
@@ -76,9 +56,7 @@ def test_builtin_reward_and_bad_reward(tiny_model_dir, tmp_path, capsys):
 def test_bad_prompt_files(tiny_model_dir, tmp_path, capsys, bad):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(bad)
-    code = main(
-        ["pairs", "--model", str(tiny_model_dir), "--output", str(tmp_path / "o.jsonl"), "--prompts", str(prompts)]
-    )
+    code = run_pairs(tiny_model_dir, tmp_path / "o.jsonl", 6, 8, "--prompts", str(prompts))
     assert code == 2 and "prompts.jsonl" in capsys.readouterr().err
 
 
@@ -86,19 +64,7 @@ def test_prompts_are_handled_in_drawn_order_chunk_by_chunk(tiny_model_dir, tmp_p
     import simper.pairs
 
     monkeypatch.setattr(simper.pairs, "CHUNK", 2)  # a stopped run then holds the first prompts, not the longest
-    out = tmp_path / "p.jsonl"
-    args = [
-        "pairs",
-        "--model",
-        str(tiny_model_dir),
-        "--output",
-        str(out),
-        "--num-prompts",
-        "6",
-        "--max-new-tokens",
-        "4",
-    ]
-    assert main(args) == 0
+    assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 6, 4) == 0
     seen = (tmp_path / "p.jsonl.seen").read_text().split()
     assert [set(seen[i : i + 2]) for i in (0, 2, 4)] == [
         {"train-0-00000", "train-0-00001"},
