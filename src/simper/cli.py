@@ -105,6 +105,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the built-in prompts")
     evaluate.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+
+    compare = commands.add_parser(
+        "compare",
+        help="train and evaluate several objectives with one recipe, then write a report",
+        description="Train every (objective, seed) with the identical recipe and data order, evaluate each against "
+        "the starting model, and write report.md, report.html and plots into the output folder. Each run is a "
+        "sub-folder; a rerun skips finished runs and resumes interrupted ones. key=value overrides apply to every run.",
+    )
+    compare.add_argument("--config", metavar="YAML", help="the shared recipe (see configs/recipes/)")
+    compare.add_argument(
+        "--objectives", default="simper,dpo,simpo,ipo", help="comma list of objectives (default simper,dpo,simpo,ipo)"
+    )
+    compare.add_argument("--seeds", default="3", help="a count (3 = seeds 1,2,3) or a comma list of seeds (default 3)")
+    compare.add_argument("--output", default="runs/compare", help="folder for the runs and the report")
+    compare.add_argument(
+        "--tune-baselines", action="store_true", help="also run a small grid of each baseline's own hyperparameters"
+    )
+    compare.add_argument("--num-prompts", type=int, default=100, help="held-out prompts per evaluation (default 100)")
+    compare.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
+    compare.add_argument(
+        "--launcher", help="command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
+    )
+    compare.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild a comparison report from run folders",
+        description="Read run folders (from simper compare or simper train + simper eval) and write report.md, "
+        "report.html and the plots. Runs are grouped by objective and hyperparameters; mean ± std over seeds.",
+    )
+    report.add_argument("runs", nargs="+", help="run folders, or a compare output folder")
+    report.add_argument("--output", help="folder for the report (default: the compare folder, else runs/report)")
     return parser
 
 
@@ -140,10 +172,59 @@ def run_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simper.compare import compare, parse_seeds
+
+    report = compare(
+        config_path=args.config,
+        overrides=args.overrides,
+        objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
+        seeds=parse_seeds(args.seeds),
+        output=Path(args.output),
+        tune_baselines=args.tune_baselines,
+        eval_args=["--num-prompts", str(args.num_prompts), "--max-new-tokens", str(args.max_new_tokens)],
+        launcher=args.launcher,
+    )
+    print(_first_table((report.parent / "report.md").read_text()))
+    print(f"simper: report in {report} and {report.parent / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simper.report import build_report
+
+    folders, compare_folders = [], []
+    for item in map(Path, args.runs):
+        runs = sorted(d for d in item.glob("*/seed-*") if (d / "run.json").exists() or (d / "config.yaml").exists())
+        if runs:  # a simper compare output folder
+            folders += runs
+            compare_folders.append(item)
+        elif (item / "config.yaml").exists():
+            folders.append(item)
+        else:
+            raise UserError(f"{item}: not a run folder (no config.yaml) nor a simper compare folder")
+    output = Path(args.output or (compare_folders[0] if len(args.runs) == 1 and compare_folders else "runs/report"))
+    report = build_report(folders, output)
+    print(_first_table((output / "report.md").read_text()))
+    print(f"simper: report in {report} and {output / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def _first_table(markdown: str) -> str:
+    lines = markdown.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simper.evaluate import evaluate_cached, evaluate_model, win_rate, write_results
+    from simper.evaluate import evaluate_cached, evaluate_model, kl_to_baseline, win_rate, write_results
     from simper.plots import plot_ppl_density
 
     settings = {
@@ -162,6 +243,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if baseline is not None:
         metrics["baseline"] = baseline[0]
         metrics.update(win_rate(rows, baseline[1]))
+        metrics["kl_to_baseline"] = kl_to_baseline(args.baseline, rows, args.trust_remote_code)
         curves[f"baseline {Path(args.baseline).name}"] = baseline[0]["ppl_density"]
     write_results(output, metrics, rows)
     plot_ppl_density(curves, output / "ppl_density.png")
@@ -179,6 +261,7 @@ EVAL_ROWS = (
     ("margin", "held-out margin (mean log-prob)"),
     ("logps_chosen", "held-out chosen mean log-prob"),
     ("mean_length", "mean response length (tokens)"),
+    ("kl_to_baseline", "KL to baseline (nats per response)"),
 )
 
 
@@ -189,7 +272,7 @@ def format_eval_table(metrics: dict) -> str:
     for key, label in EVAL_ROWS:
         if key not in metrics:
             continue
-        before = f"{baseline.get(key, float('nan')):>12.3f}" if baseline else ""
+        before = (f"{baseline[key]:>12.3f}" if key in baseline else f"{'–':>12}") if baseline else ""
         lines.append(f"{label:<38}{before}{metrics[key]:>12.3f}")
     if baseline:
         lines.append(
@@ -215,13 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may stand anywhere among the flags, which argparse's positionals do not allow
-    if args.command == "train" and all("=" in item and not item.startswith("-") for item in extra):
+    if args.command in ("train", "compare") and all("=" in item and not item.startswith("-") for item in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
     try:
-        return {"train": run_train, "pairs": run_pairs, "eval": run_eval}[args.command](args)
+        return {
+            "train": run_train,
+            "pairs": run_pairs,
+            "eval": run_eval,
+            "compare": run_compare,
+            "report": run_report,
+        }[args.command](args)
     except UserError as err:
         print(f"simper: error: {err}", file=sys.stderr)
         return err.exit_code

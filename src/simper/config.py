@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from simper.data.collate import LAYOUTS
 from simper.errors import UserError
 from simper.objectives import REGISTRY, get_objective
 
@@ -121,6 +122,12 @@ class TrainingConfig:
     save_steps: int = _field(0, "write a resumable checkpoint every N steps; 0 = only at the end")
     save_total_limit: int = _field(2, "checkpoints kept (oldest removed first)")
     logits_chunk_size: int = _field(1024, "response positions whose logits are made at once; 0 = all")
+    layout: str = _field(
+        "shared-prompt",
+        "shared-prompt: one [prompt, chosen, rejected] row per pair, the prompt processed once; "
+        "separate: [prompt, chosen] and [prompt, rejected] rows (same results)",
+    )
+    padding_free: bool = _field(True, "one model call per row, no padding (false: pad the rows into one call)")
     max_nonfinite_steps: int = _field(3, "stop after this many consecutive steps with a non-finite loss or gradient")
     resume: bool = _field(False, "continue from the last checkpoint in output_dir")
     overwrite: bool = _field(False, "replace a non-empty output_dir")
@@ -148,6 +155,7 @@ class TrainingConfig:
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"training.max_nonfinite_steps must be ≥ 1, got {self.max_nonfinite_steps}")
         _choice("training.lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _choice("training.layout", self.layout, LAYOUTS)
 
 
 @dataclass

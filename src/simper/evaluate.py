@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from simper import models
-from simper.data.collate import PaddedCollator
+from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import tokenize_pairs
 from simper.generate import generate
@@ -65,9 +65,10 @@ def evaluate_model(
     metrics.update(task_metrics(generations))
     metrics["mean_length"] = sum(g["tokens"] for g in generations) / max(len(generations), 1)
     metrics["samples_per_s"] = result.samples_per_s
-    log_ppl = response_log_perplexities(model, tokenizer, messages, [g["response"] for g in generations])
-    for row, value in zip(generations, log_ppl, strict=True):
-        row["log_ppl"] = value
+    scored = response_logps(model, tokenizer, messages, [g["response"] for g in generations])
+    log_ppl = [-total / count for total, count in scored]
+    for row, value, (total, count) in zip(generations, log_ppl, scored, strict=True):
+        row.update(log_ppl=value, logp_sum=total, logp_tokens=count)
     metrics["ppl_density"] = density(log_ppl)
     metrics.update(pair_metrics(model, tokenizer, pairs if pairs is not None else [str(HELDOUT_PAIRS)]))
     return metrics, generations
@@ -90,23 +91,37 @@ def task_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def response_log_perplexities(model, tokenizer, prompts, responses, batch_size: int = 16) -> list[float]:
-    """``log PPL = −mean log π(response | prompt)`` of each response, EOS included."""
+def response_logps(model, tokenizer, prompts, responses, batch_size: int = 16) -> list[tuple[float, int]]:
+    """``(Σ log π(response | prompt), tokens)`` of each response, EOS included."""
     from simper.data.formats import PreferencePair
 
+    def placeholder(response: str) -> list[dict[str, str]]:  # a rejected side unequal to the response
+        return [{"role": "assistant", "content": ".." if response.strip() == "." else "."}]
+
     pairs = [
-        PreferencePair(p, [{"role": "assistant", "content": r or " "}], [{"role": "assistant", "content": "."}], "")
+        PreferencePair(p, [{"role": "assistant", "content": r or " "}], placeholder(r), "")
         for p, r in zip(prompts, responses, strict=True)
     ]
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=4096, max_prompt_length=2048)
-    collate = PaddedCollator(tokenizer.pad_token_id)
+    collate = PairCollator(tokenizer.pad_token_id)
     values = []
     for start in range(0, len(tokenized), batch_size):
         batch = collate(tokenized[start : start + batch_size])
+        sums, counts = sequence_logps(model, batch)
         half = batch.num_pairs
-        sums, counts = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.response_mask)
-        values += (-(sums[:half] / counts[:half])).tolist()
+        values += [(float(s), int(c)) for s, c in zip(sums[:half], counts[:half], strict=True)]
     return values
+
+
+def kl_to_baseline(baseline_name: str, rows: list[dict[str, Any]], trust_remote_code: bool = False) -> float:
+    """Estimate of KL(model ‖ baseline) in nats per response: mean of Σ log π − Σ log π_base over the
+    model's own (greedy) held-out generations, each scored by both models."""
+    tokenizer = models.load_tokenizer(baseline_name, trust_remote_code=trust_remote_code)
+    baseline = models.load_model(baseline_name, trust_remote_code=trust_remote_code).eval()
+    scored = response_logps(
+        baseline, tokenizer, [as_messages(r["prompt"]) for r in rows], [r["response"] for r in rows]
+    )
+    return sum(r["logp_sum"] - base for r, (base, _) in zip(rows, scored, strict=True)) / max(len(rows), 1)
 
 
 def density(log_ppl: list[float]) -> dict[str, Any]:
@@ -140,12 +155,12 @@ def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8) -> d
         return {}
     pairs, _ = read_pairs(sources, "test", [])
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
-    collate = PaddedCollator(tokenizer.pad_token_id)
+    collate = PairCollator(tokenizer.pad_token_id)
     chosen, rejected = [], []
     for start in range(0, len(tokenized), batch_size):
         batch = collate(tokenized[start : start + batch_size])
         half = batch.num_pairs
-        sums, counts = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+        sums, counts = sequence_logps(model, batch)
         chosen += (sums[:half] / counts[:half]).tolist()
         rejected += (sums[half:] / counts[half:]).tolist()
     n = max(len(chosen), 1)

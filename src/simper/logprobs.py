@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from simper.data.collate import ModelCall, PreferenceBatch
+
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
     """The transformer body, the LM head and the final-logit soft-cap (Gemma 2) of an HF causal LM."""
@@ -30,63 +32,58 @@ def _target_logps(hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, 
     return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def sequence_logps(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_mask: torch.Tensor,
-    *,
-    chunk_size: int = 1024,
-    position_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of response-token log-probs and response-token count, per sequence.
+def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) -> torch.Tensor:
+    """``(N,)`` log π of each response token of one model call (``call.targets``), fp32.
 
     Args:
         model: a Hugging Face causal LM (optionally wrapped by peft).
-        input_ids: ``(S, T)`` token ids, right-padded.
-        attention_mask: ``(S, T)`` 1 for real tokens, 0 for padding.
-        response_mask: ``(S, T)`` 1 where the token belongs to the response (EOS included), 0 on
-            prompt and padding. Token ``t`` is predicted by the hidden state at ``t − 1``.
-        chunk_size: number of positions whose logits are materialized at once; each chunk is
+        call: token ids, mask, positions and the response tokens with the positions predicting them.
+        chunk_size: response positions whose logits are materialized at once; each chunk is
             recomputed in backward. ``0`` computes all response positions in one piece.
-        position_ids: ``(S, T)`` optional explicit positions (packed or shared-prompt layouts).
-
-    Returns:
-        ``(sums, counts)``, both ``(S,)`` fp32: Σ log π(y_t | x, y_<t) over response tokens, and
-        the number of response tokens.
     """
     decoder, head, softcap = _decoder_and_head(model)
     hidden = decoder(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        input_ids=call.input_ids,
+        attention_mask=call.attention_mask,
+        position_ids=call.position_ids,
+        use_cache=False,
     ).last_hidden_state  # (S, T, H)
-
-    predicts_response = response_mask[:, 1:].bool()  # (S, T-1): position t-1 predicts token t
-    rows, cols = predicts_response.nonzero(as_tuple=True)
-    states = hidden[:, :-1][rows, cols]  # (N, H), only the positions that predict a response token
-    targets = input_ids[:, 1:][rows, cols]  # (N,)
-
+    states = hidden.flatten(0, 1)[call.sources]  # (N, H): only the positions that predict a response token
     if chunk_size <= 0 or states.shape[0] <= chunk_size:
-        token_logps = _target_logps(states, targets, head, softcap)
-    else:
-        pieces = []
-        for start in range(0, states.shape[0], chunk_size):
-            piece = slice(start, start + chunk_size)
-            if torch.is_grad_enabled():
-                pieces.append(
-                    checkpoint(_target_logps, states[piece], targets[piece], head, softcap, use_reentrant=False)
-                )
-            else:
-                pieces.append(_target_logps(states[piece], targets[piece], head, softcap))
-        token_logps = torch.cat(pieces)
+        return _target_logps(states, call.targets, head, softcap)
+    pieces = []
+    for start in range(0, states.shape[0], chunk_size):
+        piece = slice(start, start + chunk_size)
+        if torch.is_grad_enabled():
+            pieces.append(
+                checkpoint(_target_logps, states[piece], call.targets[piece], head, softcap, use_reentrant=False)
+            )
+        else:
+            pieces.append(_target_logps(states[piece], call.targets[piece], head, softcap))
+    return torch.cat(pieces)
 
-    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
-    sums = sums.index_add(0, rows, token_logps)
-    counts = predicts_response.sum(-1).to(torch.float32)
+
+def sequence_logps(
+    model: nn.Module, batch: PreferenceBatch, *, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of response-token log-probs and response-token count per sequence, for every layout.
+
+    Returns:
+        ``(sums, counts)``, both ``(2B,)`` fp32, chosen sequences first: Σ log π(y_t | x, y_<t)
+        over response tokens (EOS included), and the number of response tokens.
+    """
+    slots = 2 * batch.num_pairs
+    device = batch.calls[0].input_ids.device
+    sums = torch.zeros(slots, dtype=torch.float32, device=device)
+    counts = torch.zeros(slots, dtype=torch.float32, device=device)
+    for call in batch.calls:
+        sums = sums.index_add(0, call.slots, token_logps(model, call, chunk_size=chunk_size))
+        counts = counts + torch.bincount(call.slots, minlength=slots).float()
     return sums, counts
 
 
 class SequenceLogpsModel(nn.Module):
-    """A causal LM whose forward returns per-sequence response log-prob sums and counts.
+    """A causal LM whose forward takes a :class:`PreferenceBatch` and returns per-sequence sums and counts.
 
     This is the module handed to ``accelerator.prepare``: wrapping it (rather than calling the
     HF model's submodules from the loop) keeps DDP/FSDP hooks and autocast on the path that makes
@@ -98,18 +95,5 @@ class SequenceLogpsModel(nn.Module):
         self.model = model
         self.chunk_size = chunk_size
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        response_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return sequence_logps(
-            self.model,
-            input_ids,
-            attention_mask,
-            response_mask,
-            chunk_size=self.chunk_size,
-            position_ids=position_ids,
-        )
+    def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return sequence_logps(self.model, batch, chunk_size=self.chunk_size)

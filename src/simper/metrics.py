@@ -28,7 +28,7 @@ def pair_stats(out: ObjectiveOutput, logps: SequenceLogps, batch: PreferenceBatc
         "rewards/rejected": out.rejected_rewards.sum(),
         "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().sum(),
         "rewards/margins": (out.chosen_rewards - out.rejected_rewards).sum(),
-        "tokens": batch.attention_mask.sum().float(),
+        "tokens": torch.tensor(float(batch.tokens), device=out.losses.device),
     }
 
 

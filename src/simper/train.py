@@ -27,7 +27,7 @@ from transformers import get_scheduler
 from simper import models
 from simper.config import TrainConfig, save_config
 from simper.console import Progress, flatten, log
-from simper.data.collate import EpochSampler, PaddedCollator, PreferenceBatch
+from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
 from simper.errors import UserError
 from simper.logprobs import SequenceLogpsModel
@@ -130,7 +130,7 @@ def setup(config: TrainConfig) -> Run:
             SequenceLogpsModel(reference_model, t.logits_chunk_size), evaluation_mode=True
         )
 
-    collate = PaddedCollator(tokenizer.pad_token_id)
+    collate = PairCollator(tokenizer.pad_token_id, t.layout, t.padding_free)
     sampler = EpochSampler(len(data.train), t.seed)
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     eval_loader = (
@@ -229,16 +229,16 @@ def preference_step(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One forward over chosen and rejected together; returns the mean loss and per-batch sums to log."""
     pairs = batch.num_pairs
-    sums, counts = policy(**batch.model_inputs())
+    sums, counts = policy(batch)
     logps = SequenceLogps(sums[:pairs], sums[pairs:], counts[:pairs], counts[pairs:])
     reference_logps = None
     if reference is ADAPTERS_OFF:
         peft_model = models.unwrap(policy).model
         with torch.no_grad(), peft_model.disable_adapter():
-            ref_sums, ref_counts = policy(**batch.model_inputs())
+            ref_sums, ref_counts = policy(batch)
     elif reference is not None:
         with torch.no_grad():
-            ref_sums, ref_counts = reference(**batch.model_inputs())
+            ref_sums, ref_counts = reference(batch)
     if reference is not None:
         reference_logps = SequenceLogps(ref_sums[:pairs], ref_sums[pairs:], ref_counts[:pairs], ref_counts[pairs:])
     out = objective(logps, reference_logps, **params)

@@ -1,63 +1,174 @@
-"""Batch tokenized pairs into one padded tensor batch: chosen rows first, then rejected rows."""
+"""Lay a batch of tokenized pairs out as model calls, and the sampler that orders the pairs.
+
+A batch of B pairs holds 2B sequences, numbered by *slot*: chosen of pair i is slot i, rejected
+of pair i is slot B + i. Two layouts:
+
+- ``separate``: ``[prompt, chosen]`` and ``[prompt, rejected]`` as two rows (what TRL does):
+  the prompt is processed twice.
+- ``shared-prompt``: one row ``[prompt, chosen, rejected]`` per pair. A 4D mask lets the rejected
+  response attend to the prompt and to itself but never to the chosen one, and its positions
+  continue from the prompt, so each token sees exactly what it sees in the separate layout while
+  the prompt is processed once.
+
+and two ways to batch the rows:
+
+- padded: all rows right-padded to the longest, one model call;
+- padding-free: each row its own model call, no pad token anywhere. On CPU a row is already long
+  enough to keep the matrix multiplies efficient, so the calls cost no speed and the pad tokens
+  (a third to a half of all tokens on mixed lengths) are never computed.
+
+Every layout gives the same per-slot log-probs (tests); only speed and memory differ.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.data import Sampler
 
 from simper.data.tokenize import TokenizedPair
 
+LAYOUTS = ("shared-prompt", "separate")
+
+_SHARED, _CHOSEN, _REJECTED, _PAD = 0, 1, 2, -1  # which branch of a row a token belongs to
+
 
 @dataclass
-class PreferenceBatch:
-    """A batch of B pairs laid out as 2B right-padded sequences ``[chosen_1..B, rejected_1..B]``.
+class ModelCall:
+    """The inputs of one forward pass and where its response tokens go.
 
     Attributes:
-        input_ids: ``(2B, T)`` prompt + response token ids, right-padded with the pad id.
-        attention_mask: ``(2B, T)`` 1 on real tokens.
-        response_mask: ``(2B, T)`` 1 on response tokens (EOS included), 0 on prompt and padding.
+        input_ids: ``(S, T)`` token ids.
+        attention_mask: ``(S, T)`` padding mask, ``(S, 1, T, T)`` boolean mask (True = may attend),
+            or None for plain causal attention over unpadded rows.
+        position_ids: ``(S, T)`` or None for ``0..T-1``.
+        sources: ``(N,)`` flat indices (row · T + column) of the hidden states that predict a
+            response token.
+        targets: ``(N,)`` those response tokens.
+        slots: ``(N,)`` the sequence slot each response token belongs to.
     """
 
     input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor
+    attention_mask: torch.Tensor | None
+    position_ids: torch.Tensor | None
+    sources: torch.Tensor
+    targets: torch.Tensor
+    slots: torch.Tensor
 
-    @property
-    def num_pairs(self) -> int:
-        return self.input_ids.shape[0] // 2
+    def to(self, device: torch.device | str) -> ModelCall:
+        return ModelCall(*(None if t is None else t.to(device) for t in (getattr(self, f.name) for f in fields(self))))
+
+
+@dataclass
+class PreferenceBatch:
+    """B pairs as one or more model calls.
+
+    Attributes:
+        calls: the model calls that together cover every response token of the batch.
+        num_pairs: B; the log-prob helper returns ``2B`` values, chosen first.
+        tokens: tokens in the pairs' two sequences (2·prompt + chosen + rejected, no padding),
+            the same number whatever the layout, so tokens/s compares layouts on the same data.
+    """
+
+    calls: list[ModelCall]
+    num_pairs: int
+    tokens: int
 
     def to(self, device: torch.device | str) -> PreferenceBatch:
-        return PreferenceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.response_mask)))
-
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "response_mask": self.response_mask,
-        }
+        return PreferenceBatch([call.to(device) for call in self.calls], self.num_pairs, self.tokens)
 
 
-class PaddedCollator:
-    """``collate_fn`` for a DataLoader of :class:`TokenizedPair`."""
+@dataclass
+class _Row:
+    ids: list[int]
+    positions: list[int]
+    branch: list[int]  # _SHARED / _CHOSEN / _REJECTED per token
+    predicted: list[tuple[int, int, int]]  # (source position, target token, slot)
 
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
+
+def _rows(pair: TokenizedPair, index: int, num_pairs: int, layout: str) -> list[_Row]:
+    prompt, chosen, rejected = pair.prompt, pair.chosen, pair.rejected
+    p = len(prompt)
+    if layout == "separate":
+        rows = []
+        for response, slot in ((chosen, index), (rejected, num_pairs + index)):
+            ids = prompt + response
+            predicted = [(p - 1 + k, token, slot) for k, token in enumerate(response)]
+            rows.append(_Row(ids, list(range(len(ids))), [_SHARED] * len(ids), predicted))
+        return rows
+    c = len(chosen)
+    predicted = [(p - 1 + k, token, index) for k, token in enumerate(chosen)]
+    # the first rejected token is predicted by the last prompt token, the others by their neighbour
+    predicted += [(p - 1 if k == 0 else p + c + k - 1, token, num_pairs + index) for k, token in enumerate(rejected)]
+    return [
+        _Row(
+            prompt + chosen + rejected,
+            list(range(p + c)) + list(range(p, p + len(rejected))),
+            [_SHARED] * p + [_CHOSEN] * c + [_REJECTED] * len(rejected),
+            predicted,
+        )
+    ]
+
+
+def _call(rows: list[_Row], pad_token_id: int, custom_mask: bool) -> ModelCall:
+    width = max(len(row.ids) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    branch = torch.full((len(rows), width), _PAD, dtype=torch.long)
+    for r, row in enumerate(rows):
+        input_ids[r, : len(row.ids)] = torch.tensor(row.ids)
+        positions[r, : len(row.ids)] = torch.tensor(row.positions)
+        branch[r, : len(row.ids)] = torch.tensor(row.branch)
+    predicted = [
+        (r * width + source, target, slot) for r, row in enumerate(rows) for source, target, slot in row.predicted
+    ]
+    sources, targets, slots = (torch.tensor(column, dtype=torch.long) for column in zip(*predicted, strict=True))
+    padded = bool((branch == _PAD).any())
+    if custom_mask:
+        attention_mask = _branch_mask(branch)
+        position_ids = positions
+    else:
+        attention_mask = (branch != _PAD).long() if padded else None
+        position_ids = None
+    return ModelCall(input_ids, attention_mask, position_ids, sources, targets, slots)
+
+
+def _branch_mask(branch: torch.Tensor) -> torch.Tensor:
+    """``(S, 1, T, T)`` True where query q may attend to key k.
+
+    Causal, and a key is visible when it is shared (prompt) or on the query's own branch. A pad
+    query attends to itself only (a row of all False would give NaN in the softmax).
+    """
+    width = branch.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    query, key = branch[:, :, None], branch[:, None, :]
+    visible = causal & (key != _PAD) & ((key == _SHARED) | (key == query))
+    visible |= torch.eye(width, dtype=torch.bool) & (query == _PAD)
+    return visible[:, None]
+
+
+class PairCollator:
+    """``collate_fn`` for a DataLoader of :class:`TokenizedPair`.
+
+    Args:
+        pad_token_id: id written in padded positions (never attended to, never predicted).
+        layout: ``shared-prompt`` or ``separate`` (see the module docstring).
+        padding_free: one model call per row and no padding, instead of one padded call.
+    """
+
+    def __init__(self, pad_token_id: int, layout: str = "shared-prompt", padding_free: bool = True) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.pad_token_id, self.layout, self.padding_free = pad_token_id, layout, padding_free
 
     def __call__(self, pairs: list[TokenizedPair]) -> PreferenceBatch:
-        sequences = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-        width = max(len(prompt) + len(response) for prompt, response in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        response_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, (prompt, response) in enumerate(sequences):
-            length = len(prompt) + len(response)
-            input_ids[row, :length] = torch.tensor(prompt + response, dtype=torch.long)
-            attention_mask[row, :length] = 1
-            response_mask[row, len(prompt) : length] = 1
-        return PreferenceBatch(input_ids, attention_mask, response_mask)
+        rows = [row for i, pair in enumerate(pairs) for row in _rows(pair, i, len(pairs), self.layout)]
+        custom_mask = self.layout == "shared-prompt"
+        groups = [[row] for row in rows] if self.padding_free else [rows]
+        tokens = sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+        return PreferenceBatch([_call(group, self.pad_token_id, custom_mask) for group in groups], len(pairs), tokens)
 
 
 class EpochSampler(Sampler[int]):

@@ -1,0 +1,186 @@
+"""``simper compare``: one recipe, many objectives and seeds, one report.
+
+Every (objective, seed) trains with the identical recipe and, per seed, the identical data order
+(the sampler is seeded by ``training.seed``); each objective with its registry defaults. Objectives
+that need a reference get the starting model. Every run is then evaluated against the starting
+model with ``simper eval``, and the report is rebuilt from the run folders.
+
+Each run is a subprocess (``python -m simper train`` / ``eval``, or the launcher given), so a
+failed run is recorded and the others go on, and its wall time and peak memory are its own. A
+rerun skips finished runs and resumes an interrupted one from its last checkpoint.
+
+Layout of the output folder::
+
+    OUTPUT/
+      report.md, report.html, *.png
+      simper/seed-1/        a normal run folder (model, metrics.jsonl, eval.json, ...) + run.json
+      dpo/seed-1/
+      dpo-beta0.5/seed-1/   a --tune-baselines grid point
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simper.errors import UserError
+from simper.objectives import get_objective
+
+# --tune-baselines: each baseline's own hyperparameters, a small grid around the papers' choices.
+# SimPER has none, so it runs once per seed whatever the flag.
+TUNING_GRIDS: dict[str, list[dict[str, float]]] = {
+    "dpo": [{"beta": 0.01}, {"beta": 0.05}, {"beta": 0.1}, {"beta": 0.5}],
+    "ipo": [{"beta": 0.01}, {"beta": 0.1}, {"beta": 0.5}, {"beta": 1.0}],
+    "simpo": [
+        {"beta": 2.0, "gamma": 0.5},
+        {"beta": 2.0, "gamma": 1.0},
+        {"beta": 2.5, "gamma": 1.4},
+        {"beta": 10.0, "gamma": 3.0},
+    ],
+    "slic": [{"beta": 0.1}, {"beta": 0.5}, {"beta": 1.0}],
+    "kto": [{"beta": 0.01}, {"beta": 0.1}, {"beta": 0.5}],
+    "cpo": [{"beta": 0.01}, {"beta": 0.1}, {"beta": 0.5}],
+    "orpo": [{"beta": 0.05}, {"beta": 0.1}, {"beta": 0.5}],
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a comparison."""
+
+    objective: str
+    seed: int
+    params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        from simper.report import run_label
+
+        return run_label(self.objective, self.params)
+
+
+def plan(objectives: list[str], seeds: list[int], tune_baselines: bool = False) -> list[RunSpec]:
+    """Every (objective or grid point, seed), seeds outermost so each seed's runs finish together."""
+    specs = []
+    for seed in seeds:
+        for name in objectives:
+            get_objective(name)
+            grid = TUNING_GRIDS.get(name, [{}]) if tune_baselines else [{}]
+            for params in grid:
+                spec = RunSpec(name, seed, dict(params))
+                if spec not in specs:
+                    specs.append(spec)
+    return specs
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``3`` → seeds 1, 2, 3; ``7,11`` → seeds 7 and 11."""
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        return list(range(1, int(text) + 1))
+    except ValueError:
+        raise UserError(f"--seeds: expected a count (3) or a list (1,2,3), got {text!r}") from None
+
+
+def compare(
+    *,
+    config_path: str | None,
+    overrides: list[str],
+    objectives: list[str],
+    seeds: list[int],
+    output: Path,
+    tune_baselines: bool = False,
+    eval_args: list[str] = (),
+    launcher: str | None = None,
+) -> Path:
+    """Train and evaluate every run that is not finished yet, then write the report; returns its path."""
+    from simper.config import load_config
+    from simper.report import build_report
+
+    for name in objectives:
+        try:
+            get_objective(name)
+        except ValueError as err:
+            raise UserError(f"--objectives: {err}") from None
+    base = load_config(config_path, overrides)  # fails here, before any run, on a bad recipe
+    start_model = base.model.name_or_path
+    for source in base.data.eval:  # the recipe's held-out pairs (default: the shipped held-out set)
+        eval_args = [*eval_args, "--pairs", source]
+    launch = shlex.split(launcher) if launcher else [sys.executable]
+    specs = plan(objectives, seeds, tune_baselines)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"simper compare: {len(specs)} runs into {output}", file=sys.stderr)
+    for number, spec in enumerate(specs, 1):
+        folder = output / spec.label / f"seed-{spec.seed}"
+        state = _read_state(folder)
+        prefix = f"[{number}/{len(specs)}] {spec.label} seed {spec.seed}"
+        if state.get("status") == "done":
+            print(f"{prefix}: done earlier, skipped", file=sys.stderr)
+            continue
+        if state.get("status") != "trained":
+            resume = (folder / "checkpoints" / "latest").exists()
+            print(f"{prefix}: training{' (resuming)' if resume else ''}", file=sys.stderr)
+            command = [*launch, "-m", "simper", "train"]
+            command += ["--config", config_path] if config_path else []
+            command += [*overrides, f"objective.name={spec.objective}", f"training.seed={spec.seed}"]
+            command += [
+                f"training.output_dir={folder}",
+                "training.resume=true" if resume else "training.overwrite=true",
+            ]
+            command += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
+            ok, seconds, peak, error = _run(command, folder.parent / f"{folder.name}.train.log")
+            if not ok:
+                _write_state(folder, {**spec_dict(spec), "status": "failed", "stage": "train", "error": error})
+                print(f"{prefix}: training failed: {error}", file=sys.stderr)
+                continue
+            state = {**spec_dict(spec), "status": "trained", "train_seconds": seconds, "train_peak_rss_gb": peak}
+            _write_state(folder, state)
+        print(f"{prefix}: evaluating", file=sys.stderr)
+        command = [*launch, "-m", "simper", "eval", str(folder), "--baseline", start_model, "--output", str(folder)]
+        ok, seconds, _, error = _run([*command, *eval_args], folder.parent / f"{folder.name}.eval.log")
+        if not ok:
+            _write_state(folder, {**state, "status": "failed", "stage": "eval", "error": error})
+            print(f"{prefix}: evaluation failed: {error}", file=sys.stderr)
+            continue
+        _write_state(folder, {**state, "status": "done", "eval_seconds": seconds})
+    folders = sorted(p.parent for p in output.glob("*/seed-*/run.json"))  # also runs from earlier calls
+    return build_report(folders, output)
+
+
+def spec_dict(spec: RunSpec) -> dict:
+    return {"label": spec.label, "objective": spec.objective, "seed": spec.seed, "params": spec.params}
+
+
+def _run(command: list[str], log: Path) -> tuple[bool, float, float, str]:
+    """Run a child with its output in ``log``; ``(ok, seconds, its own peak RSS in GB, last error line)``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)  # wait4, not wait: the child's own resource usage
+        process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    error = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
+    return process.returncode == 0, seconds, usage.ru_maxrss / 1e6, error or f"exit code {process.returncode}"
+
+
+def _read_state(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(folder: Path, state: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".run.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, folder / "run.json")

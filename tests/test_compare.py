@@ -1,0 +1,178 @@
+"""simper compare and simper report: a tiny end-to-end comparison, resume, failures, the report builder."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from simper.cli import main
+from simper.compare import RunSpec, parse_seeds, plan
+from simper.errors import UserError
+from simper.report import build_report, load_run, summary_table
+from simper.resources import EXAMPLE_PAIRS
+
+
+def _compare_args(tiny_model_dir, output, *extra):
+    return [
+        "compare",
+        "--objectives",
+        "simper,dpo",
+        "--seeds",
+        "2",
+        "--output",
+        str(output),
+        "--num-prompts",
+        "4",
+        "--max-new-tokens",
+        "6",
+        f"model.name_or_path={tiny_model_dir}",
+        f"data.train={EXAMPLE_PAIRS}",
+        "data.eval_fraction=0.05",
+        "training.max_steps=2",
+        "training.per_device_train_batch_size=2",
+        "training.learning_rate=1e-4",
+        "logging.logging_steps=1",
+        *extra,
+    ]
+
+
+def test_two_objectives_two_seeds_end_to_end_then_resume(tiny_model_dir, tmp_path, capsys):
+    output = tmp_path / "cmp"
+    assert main(_compare_args(tiny_model_dir, output)) == 0
+    for label in ("simper", "dpo"):
+        for seed in (1, 2):
+            folder = output / label / f"seed-{seed}"
+            state = json.loads((folder / "run.json").read_text())
+            assert state["status"] == "done" and state["train_peak_rss_gb"] > 0.1 and state["train_seconds"] > 0
+            evaluation = json.loads((folder / "eval.json").read_text())
+            assert "kl_to_baseline" in evaluation and evaluation["baseline"]["model"] == str(tiny_model_dir)
+            assert yaml.safe_load((folder / "config.yaml").read_text())["training"]["seed"] == seed
+    # the same seed gives both objectives the same data order: identical first-step chosen log-probs
+    first = [
+        json.loads((output / o / "seed-1" / "metrics.jsonl").read_text().splitlines()[1]) for o in ("simper", "dpo")
+    ]
+    assert first[0]["logps/chosen"] == pytest.approx(first[1]["logps/chosen"], abs=1e-6)
+    report = (output / "report.md").read_text()
+    assert "| simper | 2 |" in report and "| dpo | 2 |" in report
+    html = (output / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+    for name in ("curves.png", "gradient_balance.png", "ppl_density.png", "reward_kl.png"):
+        assert (output / name).stat().st_size > 10_000
+    capsys.readouterr()
+
+    assert main(_compare_args(tiny_model_dir, output)) == 0  # a rerun skips finished runs
+    assert capsys.readouterr().err.count("done earlier, skipped") == 4
+
+
+FAILING_LAUNCHER = """
+import runpy, sys
+if "training.seed=2" in sys.argv:
+    sys.exit("error: simulated crash of seed 2")
+sys.argv = ["simper", *sys.argv[3:]]  # drop "-m simper": run simper's CLI on the rest
+runpy.run_module("simper", run_name="__main__")
+"""
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(tiny_model_dir, tmp_path, capsys):
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(FAILING_LAUNCHER)
+    output = tmp_path / "cmp"
+    args = _compare_args(tiny_model_dir, output, "--launcher", f"{sys.executable} {launcher}")
+    args[args.index("--objectives") + 1] = "simper"
+    assert main(args) == 0
+    assert json.loads((output / "simper" / "seed-2" / "run.json").read_text())["status"] == "failed"
+    assert json.loads((output / "simper" / "seed-1" / "run.json").read_text())["status"] == "done"
+    report = (output / "report.md").read_text()
+    assert "| simper | 1 (1 failed) |" in report and "simulated crash of seed 2" in report
+
+
+def test_plan_and_seeds():
+    assert parse_seeds("3") == [1, 2, 3] and parse_seeds("7,11") == [7, 11]
+    with pytest.raises(UserError):
+        parse_seeds("three")
+    assert [s.label for s in plan(["simper", "dpo"], [1])] == ["simper", "dpo"]
+    tuned = plan(["simper", "dpo"], [1], tune_baselines=True)
+    assert [s.label for s in tuned] == ["simper", "dpo-beta0.01", "dpo-beta0.05", "dpo", "dpo-beta0.5"]
+    assert RunSpec("simpo", 1, {"beta": 2.0, "gamma": 0.5}).label == "simpo-gamma0.5"
+    with pytest.raises(ValueError, match="unknown objective"):
+        plan(["simpr"], [1])
+
+
+def _fixture_run(folder, objective, seed, reward, params=None, status="done", kl=0.5):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump({"objective": {"name": objective, "params": params or {}}, "training": {"seed": seed}})
+    )
+    metrics = [{"step": 0, "eval/loss": 0.0}]
+    metrics += [
+        {
+            "step": s,
+            "loss": -0.1 * s,
+            "logps/chosen": -1.0 + 0.1 * s,
+            "logps/rejected": -1.2 - 0.1 * s,
+            "grad/chosen": 0.3,
+            "grad/rejected": 0.2,
+            "tokens_per_s": 100.0 + seed,
+        }
+        for s in (1, 2, 3)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    density = {"bins": [0.1 * i for i in range(40)], "density": [float(i == 10 + seed) for i in range(40)]}
+    baseline = {
+        "model": "start",
+        "mean_reward": 0.3,
+        "logps_chosen": -1.5,
+        "instruction_accuracy": 0.4,
+        "math_accuracy": 0.1,
+        "preference_accuracy": 0.55,
+        "ppl_density": density,
+    }
+    evaluation = {
+        "mean_reward": reward,
+        "logps_chosen": -1.25,
+        "win_rate": 0.2,
+        "kl_to_baseline": kl,
+        "ppl_density": density,
+        "baseline": baseline,
+    }
+    if status == "done":
+        (folder / "eval.json").write_text(json.dumps(evaluation))
+    state = {"objective": objective, "seed": seed, "status": status, "train_seconds": 120.0, "train_peak_rss_gb": 2.0}
+    if status == "failed":
+        state["error"] = "out of memory"
+    (folder / "run.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_report_builder_on_fixture_runs(tmp_path):
+    folders = [
+        _fixture_run(tmp_path / "simper" / "seed-1", "simper", 1, 0.3),
+        _fixture_run(tmp_path / "simper" / "seed-2", "simper", 2, 0.5),
+        _fixture_run(tmp_path / "dpo" / "seed-1", "dpo", 1, 0.4),
+        _fixture_run(tmp_path / "dpo-beta0.5" / "seed-1", "dpo", 1, 0.45, {"beta": 0.5, "label_smoothing": 0.0}),
+        _fixture_run(tmp_path / "dpo" / "seed-2", "dpo", 2, 0.0, status="failed"),
+    ]
+    run = load_run(folders[3])
+    assert run.label == "dpo-beta0.5" and run.values["delta_chosen_logp"] == pytest.approx(0.25)
+    report_html = build_report(folders, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| simper | 2 | 0.400 ± 0.141 |" in md  # mean ± sample std of 0.3 and 0.5
+    assert "| dpo | 1 (1 failed) | 0.400 ± 0.000 |" in md
+    assert "dpo seed 2: out of memory" in md
+    assert "| dpo | 2 | 3 | 6.0 | dpo-beta0.5 | 0.450 ± 0.000 |" in md  # tuning: best of the grid, its cost
+    assert (
+        'src="data:image/png;base64,' in report_html.read_text() and 'src="curves.png"' not in report_html.read_text()
+    )
+    assert "+0.250 ± 0.000" in summary_table({"simper": [load_run(folders[0])]})
+
+
+def test_report_cli_rebuilds_from_a_compare_folder_and_rejects_other_folders(tmp_path, capsys):
+    _fixture_run(tmp_path / "cmp" / "simper" / "seed-1", "simper", 1, 0.3)
+    assert main(["report", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "report.html").exists() and "| simper | 1 |" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
