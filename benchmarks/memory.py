@@ -7,8 +7,9 @@ head and log-softmax, forward and backward, the way a preference step ends:
 
   plain    full-vocabulary logits at every position (what ``model(...).logits`` gives), fp32
            log-softmax, gather, backward — what TRL and a plain SFT step do;
-  chunked  simper's path: logits only at response positions, 1,024 positions at a time,
-           recomputed in backward (``simper.logprobs``).
+  chunked  simper's path: logits only at response positions, in chunks of 1,024 positions at a
+           32k vocabulary (proportionally fewer at larger ones), recomputed in backward
+           (``simper.logprobs``).
 
 Each point runs in its own subprocess and reports its peak RSS above the RSS measured just before
 the step, minus the head's weight gradient (vocabulary × hidden × 4 bytes, the same for both and
@@ -82,6 +83,10 @@ def measure(path: str, length: int, vocab: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="benchmarks/results")
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="tokens per sequence")
+    parser.add_argument("--vocabs", default=",".join(map(str, VOCABS)), help="vocabulary sizes, at the fixed length")
+    parser.add_argument("--fixed-length", type=int, default=FIXED_LENGTH)
+    parser.add_argument("--fixed-vocab", type=int, default=FIXED_VOCAB)
     parser.add_argument("--point", nargs=3, help=argparse.SUPPRESS)  # child: path length vocab
     args = parser.parse_args()
     if args.point:
@@ -90,7 +95,9 @@ def main() -> None:
         return
 
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    points = [(L, FIXED_VOCAB) for L in LENGTHS] + [(FIXED_LENGTH, V) for V in VOCABS if V != FIXED_VOCAB]
+    lengths, vocabs = (list(map(int, text.split(","))) for text in (args.lengths, args.vocabs))
+    points = [(n, args.fixed_vocab) for n in lengths]
+    points += [(args.fixed_length, v) for v in vocabs if (args.fixed_length, v) not in points]
     rows = []
     for length, vocab in points:
         row = {"length": length, "vocab": vocab}
@@ -114,11 +121,11 @@ def main() -> None:
             f"| {row['length']} | {row['vocab']:,} | {row['plain']:.2f} | {row['chunked']:.2f} "
             f"| {row['chunked'] / row['plain']:.2f} |"
         )
-    _plot(rows, out / "memory.png")
+    _plot(rows, out / "memory.png", args.fixed_length, args.fixed_vocab)
     print(f"\nplot: {out / 'memory.png'}")
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _plot(rows: list[dict], path: Path, fixed_length: int, fixed_vocab: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,8 +133,8 @@ def _plot(rows: list[dict], path: Path) -> None:
 
     fig, (by_length, by_vocab) = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, fixed_key, fixed in (
-        (by_length, "length", "vocab", FIXED_VOCAB),
-        (by_vocab, "vocab", "length", FIXED_LENGTH),
+        (by_length, "length", "vocab", fixed_vocab),
+        (by_vocab, "vocab", "length", fixed_length),
     ):
         series = [r for r in rows if r[fixed_key] == fixed]
         xs = [r[key] for r in series]
@@ -138,8 +145,8 @@ def _plot(rows: list[dict], path: Path) -> None:
         axis.set_ylabel("peak activation memory (GB)")
         axis.grid(alpha=0.3)
         axis.legend()
-    by_length.set_xlabel(f"tokens per sequence (vocabulary {FIXED_VOCAB:,})")
-    by_vocab.set_xlabel(f"vocabulary (sequences of {FIXED_LENGTH:,} tokens)")
+    by_length.set_xlabel(f"tokens per sequence (vocabulary {fixed_vocab:,})")
+    by_vocab.set_xlabel(f"vocabulary (sequences of {fixed_length:,} tokens)")
     fig.suptitle("LM head + log-softmax, one pair, forward + backward")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

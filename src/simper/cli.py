@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--pairs", action="append", help="held-out pair files for preference accuracy (default: the shipped ones)"
     )
+    evaluate.add_argument("--num-pairs", type=int, default=0, help="use only the first N held-out pairs (default: all)")
     evaluate.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
     evaluate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the built-in prompts")
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--num-prompts", type=int, default=100, help="held-out prompts per evaluation (default 100)")
     compare.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
+    compare.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
     compare.add_argument(
         "--launcher", help="command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
     )
@@ -184,7 +186,10 @@ def run_compare(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds),
         output=Path(args.output),
         tune_baselines=args.tune_baselines,
-        eval_args=["--num-prompts", str(args.num_prompts), "--max-new-tokens", str(args.max_new_tokens)],
+        eval_args=[
+            *("--num-prompts", str(args.num_prompts), "--max-new-tokens", str(args.max_new_tokens)),
+            *("--num-pairs", str(args.num_pairs)),
+        ],
         launcher=args.launcher,
     )
     print(_first_table((report.parent / "report.md").read_text()))
@@ -231,6 +236,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "prompts": args.prompts,
         "num_prompts": args.num_prompts,
         "pairs": args.pairs,
+        "num_pairs": args.num_pairs,
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
         "seed": args.seed,

@@ -118,10 +118,14 @@ class TrainingConfig:
     bf16: bool = _field(False, "bf16 autocast (GPU, and CPUs with bf16 support)")
     fp16: bool = _field(False, "fp16 autocast with loss scaling (GPU)")
     seed: int = _field(42, "seed of weights init, data order and dropout")
-    eval_steps: int = _field(0, "evaluate on the held-out pairs every N steps; 0 = only at the end")
+    eval_steps: int = _field(
+        0, "evaluate on the held-out pairs every N steps; 0 = at the start and end only; -1 = never"
+    )
     save_steps: int = _field(0, "write a resumable checkpoint every N steps; 0 = only at the end")
     save_total_limit: int = _field(2, "checkpoints kept (oldest removed first)")
-    logits_chunk_size: int = _field(1024, "response positions whose logits are made at once; 0 = all")
+    logits_chunk_size: int = _field(
+        1024, "response positions whose logits are made at once (at a 32k vocabulary, fewer for larger); 0 = all"
+    )
     layout: str = _field(
         "shared-prompt",
         "shared-prompt: one [prompt, chosen, rejected] row per pair, the prompt processed once; "

@@ -42,6 +42,7 @@ def evaluate_model(
     prompts: str | None = None,
     num_prompts: int = 100,
     pairs: list[str] | None = None,
+    num_pairs: int = 0,
     max_new_tokens: int = 256,
     batch_size: int = 64,
     seed: int = 0,
@@ -70,7 +71,8 @@ def evaluate_model(
     for row, value, (total, count) in zip(generations, log_ppl, scored, strict=True):
         row.update(log_ppl=value, logp_sum=total, logp_tokens=count)
     metrics["ppl_density"] = density(log_ppl)
-    metrics.update(pair_metrics(model, tokenizer, pairs if pairs is not None else [str(HELDOUT_PAIRS)]))
+    sources = pairs if pairs is not None else [str(HELDOUT_PAIRS)]
+    metrics.update(pair_metrics(model, tokenizer, sources, limit=num_pairs))
     return metrics, generations
 
 
@@ -149,11 +151,12 @@ def density(log_ppl: list[float]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8) -> dict[str, float]:
+def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8, limit: int = 0) -> dict[str, float]:
     """Preference accuracy (mean log-prob chosen > rejected), margins and mean log-probs on held-out pairs."""
     if not sources:
         return {}
     pairs, _ = read_pairs(sources, "test", [])
+    pairs = pairs[:limit] if limit > 0 else pairs
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
     collate = PairCollator(tokenizer.pad_token_id)
     chosen, rejected = [], []

@@ -14,6 +14,8 @@ from torch.utils.checkpoint import checkpoint
 
 from simper.data.collate import ModelCall, PreferenceBatch
 
+CHUNK_VOCAB = 32_768  # chunk sizes are stated at this vocabulary and scaled down for larger ones
+
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
     """The transformer body, the LM head and the final-logit soft-cap (Gemma 2) of an HF causal LM."""
@@ -38,7 +40,9 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
     Args:
         model: a Hugging Face causal LM (optionally wrapped by peft).
         call: token ids, mask, positions and the response tokens with the positions predicting them.
-        chunk_size: response positions whose logits are materialized at once; each chunk is
+        chunk_size: response positions whose logits are materialized at once at a 32k
+            vocabulary; with a larger vocabulary the chunk holds proportionally fewer positions,
+            so a chunk's logits take the same memory whatever the vocabulary. Each chunk is
             recomputed in backward. ``0`` computes all response positions in one piece.
     """
     decoder, head, softcap = _decoder_and_head(model)
@@ -49,6 +53,8 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
         use_cache=False,
     ).last_hidden_state  # (S, T, H)
     states = hidden.flatten(0, 1)[call.sources]  # (N, H): only the positions that predict a response token
+    if chunk_size > 0:
+        chunk_size = max(1, chunk_size * CHUNK_VOCAB // max(head.weight.shape[0], CHUNK_VOCAB))
     if chunk_size <= 0 or states.shape[0] <= chunk_size:
         return _target_logps(states, call.targets, head, softcap)
     pieces = []

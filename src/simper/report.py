@@ -254,8 +254,7 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path) -> bool:
             axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
             drawn = True
         axis.set_title(title, fontsize=10)
-        axis.set_xlabel("optimizer step")
-        axis.grid(alpha=0.3)
+        _steps_axis(axis)
     axes[0].set_ylabel("value (training batches)")
     _legend_below(fig, axes[0])
     fig.tight_layout(rect=(0, 0.1, 1, 1))
@@ -275,9 +274,8 @@ def plot_gradient_balance(groups: dict[str, list[RunRecord]], path: Path) -> boo
                 axis.plot(steps, mean, label=label)
                 drawn = True
         axis.set_title(f"|∂loss/∂ mean log-prob| on the {title} response", fontsize=10)
-        axis.set_xlabel("optimizer step")
-        axis.set_yscale("symlog", linthresh=1e-2)
-        axis.grid(alpha=0.3)
+        _steps_axis(axis)
+        axis.set_yscale("log")
     axes[0].set_ylabel("gradient size (mean over pairs)")
     _legend_below(fig, axes[0])
     fig.tight_layout(rect=(0, 0.1, 1, 1))
@@ -344,6 +342,14 @@ def plot_reward_kl(groups: dict[str, list[RunRecord]], path: Path) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return drawn
+
+
+def _steps_axis(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_xlabel("optimizer step")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
 
 
 def _legend_below(fig, axis) -> None:

@@ -135,7 +135,7 @@ def setup(config: TrainConfig) -> Run:
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     eval_loader = (
         DataLoader(data.eval, batch_size=t.per_device_eval_batch_size, shuffle=False, collate_fn=collate)
-        if data.eval
+        if data.eval and t.eval_steps >= 0
         else None
     )
 

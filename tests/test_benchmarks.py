@@ -1,0 +1,64 @@
+"""The benchmark scripts run end to end on the tiny model and compute their ratios right."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_table_ratios_and_mixed_lengths():
+    step = _module("step")
+    results = [
+        {"contender": c, "data": "mixed", "gradient_checkpointing": False, "s_per_step": s, "tokens_per_s": t, "peak_gb": m}
+        for c, s, t, m in (("simper", 1.0, 300.0, 4.0), ("trl-cpo-simpo", 2.0, 100.0, 8.0), ("sft", 1.5, 150.0, 6.0))
+    ]
+    rows = step.table(results).splitlines()
+    assert rows[2].endswith("| 3.00× | 0.50× | 2.00× |")  # simper against TRL CPO and SFT
+    spreads = step.lengths("mixed", 200, seed=0)
+    assert all(16 <= p <= 512 and 8 <= c <= 512 and 8 <= r <= 512 for p, c, r in spreads)
+    assert len({p for p, _, _ in spreads}) > 50  # widely varying, not one shape
+    assert step.lengths("fixed-256", 3, seed=0) == [(256, 256, 256)] * 3
+
+
+def test_step_contenders_run_on_the_tiny_model(tiny_model_dir, tmp_path):
+    output = tmp_path / "step.jsonl"
+    command = [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--model", str(tiny_model_dir), "--data", "mixed"]
+    command += ["--contenders", "simper,simper-plain,sft", "--gradient-checkpointing", "off", "--steps", "1"]
+    done = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["contender"] for r in results] == ["simper", "simper-plain", "sft"]
+    assert len({r["tokens_per_step"] for r in results}) == 1  # the same data for every contender
+    assert "tokens/s ÷ TRL CPO-SimPO" in done.stdout
+
+
+@pytest.mark.slow
+def test_step_trl_contenders_see_the_same_tokens(tiny_model_dir, tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--model", str(tiny_model_dir), "--data", "mixed"]
+    command += ["--contenders", "trl-cpo-simpo,trl-dpo", "--gradient-checkpointing", "off", "--steps", "1"]
+    done = subprocess.run([*command, "--output", str(tmp_path / "s.jsonl")], capture_output=True, text=True)
+    assert done.returncode == 0 and "failed" not in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+def test_memory_points_and_plot(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--output", str(tmp_path)]
+    command += ["--lengths", "64,128", "--vocabs", "1000,4000", "--fixed-length", "128", "--fixed-vocab", "2000"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "memory.json").read_text())
+    assert [(r["length"], r["vocab"]) for r in rows] == [(64, 2000), (128, 2000), (128, 1000), (128, 4000)]
+    assert (tmp_path / "memory.png").stat().st_size > 10_000
