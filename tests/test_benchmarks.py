@@ -23,7 +23,14 @@ def _module(name: str):
 def test_step_table_ratios_and_mixed_lengths():
     step = _module("step")
     results = [
-        {"contender": c, "data": "mixed", "gradient_checkpointing": False, "s_per_step": s, "tokens_per_s": t, "peak_gb": m}
+        {
+            "contender": c,
+            "data": "mixed",
+            "gradient_checkpointing": False,
+            "s_per_step": s,
+            "tokens_per_s": t,
+            "peak_gb": m,
+        }
         for c, s, t, m in (("simper", 1.0, 300.0, 4.0), ("trl-cpo-simpo", 2.0, 100.0, 8.0), ("sft", 1.5, 150.0, 6.0))
     ]
     rows = step.table(results).splitlines()
