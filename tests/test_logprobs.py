@@ -87,3 +87,43 @@ def test_fp32_log_softmax_for_a_bf16_model(tiny_model_dir):
     sums, counts = sequence_logps(model, PairCollator(PAD)(_pairs()))
     assert sums.dtype == torch.float32 and torch.isfinite(sums).all()
     assert counts.tolist() == [8.0, 5.0, 2.0, 3.0, 9.0, 2.0]
+
+
+def test_fused_chunked_head_gradcheck_and_equals_the_generic_path():
+    from simper.logprobs import ChunkedLinearLogps, _target_logps
+
+    torch.manual_seed(0)
+    hidden = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(11, (7,))
+    assert torch.autograd.gradcheck(lambda h, w: ChunkedLinearLogps.apply(h, w, targets, 3), (hidden, weight))
+
+    head = torch.nn.Linear(5, 11, bias=False)
+    states = torch.randn(7, 5, requires_grad=True)
+    fused = ChunkedLinearLogps.apply(states, head.weight, targets, 2)
+    generic = _target_logps(states, targets, head, None)
+    assert_close(fused, generic)
+    upstream = torch.randn(7)
+    fused_grads = torch.autograd.grad((fused * upstream).sum(), [states, head.weight])
+    generic_grads = torch.autograd.grad((generic * upstream).sum(), [states, head.weight])
+    for got, expected in zip(fused_grads, generic_grads, strict=True):
+        assert_close(got, expected)
+
+
+def test_fused_chunked_head_under_bf16_autocast_matches_the_generic_path():
+    from simper.logprobs import ChunkedLinearLogps, _target_logps
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    states = torch.randn(9, 16, requires_grad=True)
+    targets = torch.randint(50, (9,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = ChunkedLinearLogps.apply(states, head.weight, targets, 4)
+        generic = _target_logps(states, targets, head, None)
+    assert fused.dtype == torch.float32
+    assert_close(fused, generic, atol=2e-2, rtol=2e-2)
+    fused_grads = torch.autograd.grad(fused.sum(), [states, head.weight])
+    generic_grads = torch.autograd.grad(generic.sum(), [states, head.weight])
+    for got, expected in zip(fused_grads, generic_grads, strict=True):
+        assert got.dtype == expected.dtype
+        assert_close(got, expected, atol=5e-2, rtol=5e-2)

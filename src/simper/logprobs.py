@@ -4,6 +4,13 @@ The LM head and the log-softmax run only on the positions that predict a respons
 (prompt and padding positions never produce logits), in chunks of positions whose logits are
 recomputed in backward, so peak memory does not grow with ``positions × vocabulary``. The
 log-softmax is always taken in fp32, whatever the model's dtype or autocast.
+
+For a plain linear head (every HF causal LM, tied embeddings included) a custom autograd function
+does the chunking: backward recomputes one chunk at a time and adds its weight gradient in place
+into a single buffer, so nothing of size ``vocabulary`` is held per chunk beyond that chunk's
+logits. Other heads (soft-capped, adapted, quantized, ZeRO-3-partitioned) take a generic path:
+the head module per chunk under activation checkpointing, which is equal but keeps one transient
+weight gradient per chunk.
 """
 
 from __future__ import annotations
@@ -34,6 +41,73 @@ def _target_logps(hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, 
     return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+class ChunkedLinearLogps(torch.autograd.Function):
+    """``(N,)`` log-softmax of ``hidden @ weight.T`` at ``targets``, one chunk of positions at a time.
+
+    Forward keeps only the ``(N,)`` result; backward recomputes each chunk's logits, turns them in
+    place into ``grad · (onehot − softmax)``, and accumulates ``grad_hidden`` and ``grad_weight``
+    (one fp32 buffer of the weight's shape). Under autocast the matmuls run in the autocast dtype
+    in both passes; the softmax is fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        w = weight.to(dtype)
+        accumulate = torch.promote_types(dtype, torch.float32)  # fp32, or fp64 when given fp64
+        out = torch.empty(hidden.shape[0], dtype=accumulate, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            end = start + chunk
+            with torch.autocast(device, enabled=False):
+                logits = (hidden[start:end].to(dtype) @ w.T).to(accumulate)
+            picked = logits.gather(-1, targets[start:end, None]).squeeze(-1)
+            out[start:end] = picked - logits.logsumexp(-1)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        hidden, weight, targets = ctx.saved_tensors
+        dtype, chunk = ctx.dtype, ctx.chunk
+        w = weight.to(dtype)
+        accumulate = torch.promote_types(dtype, torch.float32)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if ctx.needs_input_grad[1] else None
+        )
+        for start in range(0, hidden.shape[0], chunk):
+            end = start + chunk
+            h = hidden[start:end].to(dtype)
+            g = grad_out[start:end].to(accumulate)
+            logits = (h @ w.T).to(accumulate)
+            probs = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_()  # in place: one (n, V) buffer
+            grad_logits = probs.mul_(-g[:, None])
+            grad_logits.scatter_add_(-1, targets[start:end, None], g[:, None])  # d log p / d logits = onehot − p
+            grad_logits = grad_logits.to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[start:end] = (grad_logits @ w).to(hidden.dtype)
+            if grad_weight is not None and dtype == accumulate:
+                grad_weight.addmm_(grad_logits.T, h)
+            elif grad_weight is not None:  # a low-precision matmul, accumulated in fp32
+                grad_weight.add_(grad_logits.T @ h)
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+
+
+def _plain_linear(head: nn.Module, softcap: float | None) -> bool:
+    """Whether the fused chunked path applies: an unwrapped, unquantized, unpartitioned nn.Linear."""
+    weight = getattr(head, "weight", None)
+    return (
+        type(head) is nn.Linear
+        and head.bias is None
+        and not softcap
+        and weight is not None
+        and weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and not hasattr(weight, "ds_id")  # DeepSpeed ZeRO-3 gathers it in the module's own forward only
+    )
+
+
 def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) -> torch.Tensor:
     """``(N,)`` log π of each response token of one model call (``call.targets``), fp32.
 
@@ -53,8 +127,11 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
         use_cache=False,
     ).last_hidden_state  # (S, T, H)
     states = hidden.flatten(0, 1)[call.sources]  # (N, H): only the positions that predict a response token
+    vocab = head.weight.shape[0]
     if chunk_size > 0:
-        chunk_size = max(1, chunk_size * CHUNK_VOCAB // max(head.weight.shape[0], CHUNK_VOCAB))
+        chunk_size = max(1, chunk_size * CHUNK_VOCAB // max(vocab, CHUNK_VOCAB))
+    if _plain_linear(head, softcap):
+        return ChunkedLinearLogps.apply(states, head.weight, call.targets, chunk_size or states.shape[0] or 1)
     if chunk_size <= 0 or states.shape[0] <= chunk_size:
         return _target_logps(states, call.targets, head, softcap)
     pieces = []
