@@ -71,3 +71,63 @@ def test_prompts_are_handled_in_drawn_order_chunk_by_chunk(tiny_model_dir, tmp_p
         {"train-0-00002", "train-0-00003"},
         {"train-0-00004", "train-0-00005"},
     ]
+
+
+class _FakeVllm:
+    """Stands in for the vllm package: records what simper asks for, answers with fixed samples."""
+
+    def __init__(self):
+        import importlib.machinery
+        import types
+
+        self.requests = []
+        fake = self
+
+        class LLM:
+            def __init__(self, model, **kwargs):
+                fake.model, fake.kwargs = model, kwargs
+
+            def generate(self, prompts, params, use_tqdm=True):
+                fake.requests.append((prompts, params))
+                sample = types.SimpleNamespace
+                outputs = [sample(text=f" answer {'x' * k} ", token_ids=[7] * (k + 1)) for k in range(params.n)]
+                return [sample(outputs=outputs) for _ in prompts]
+
+        class SamplingParams:
+            def __init__(self, **kwargs):
+                self.__dict__.update(kwargs)
+
+        self.module = types.ModuleType("vllm")
+        self.module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+        self.module.LLM, self.module.SamplingParams = LLM, SamplingParams
+
+
+def test_vllm_backend_pairs_and_eval_with_a_stand_in_engine(tiny_model_dir, tmp_path, monkeypatch):
+    import sys
+
+    from simper.errors import UserError
+    from simper.generate import render_prompts, resolve_backend
+
+    assert resolve_backend("auto") == "transformers"  # no vllm here
+    with pytest.raises(UserError, match="vLLM is not installed"):
+        resolve_backend("vllm")
+    fake = _FakeVllm()
+    monkeypatch.setitem(sys.modules, "vllm", fake.module)
+    out = tmp_path / "p.jsonl"
+    reward = ["--reward", "reward_fixtures:length_reward"]
+    assert run_pairs(tiny_model_dir, out, 3, 5, "--backend", "vllm", "--num-samples", "3", *reward) == 0
+    prompts, params = fake.requests[0]
+    assert (params.n, params.max_tokens, params.temperature, params.top_p) == (3, 5, 0.8, 0.95)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["chosen"][0]["content"] == "answer xx" for r in rows)  # stripped, longest
+    assert all(r["rejected"][0]["content"] == "answer" for r in rows)
+    rendered = render_prompts(tokenizer, [rows[0]["prompt"]])[0]
+    assert tokenizer(rendered, add_special_tokens=False)["input_ids"] in [p["prompt_token_ids"] for p in prompts]
+
+    evaluation = tmp_path / "eval"
+    args = ["eval", str(tiny_model_dir), "--backend", "vllm", "--num-prompts", "4", "--output", str(evaluation)]
+    assert main([*args, "--max-new-tokens", "6", "--num-pairs", "5"]) == 0
+    result = json.loads((evaluation / "eval.json").read_text())
+    assert result["mean_length"] == 1.0 and result["pairs"] == 5  # greedy: n=1, one token; 5 held-out pairs
+    assert fake.requests[-1][1].temperature == 0.0

@@ -11,6 +11,8 @@ from simper import __version__
 from simper.errors import UserError
 from simper.objectives import REGISTRY
 
+BACKENDS = ("auto", "transformers", "vllm")  # simper.generate.BACKENDS, without importing transformers here
+
 # Plain flags and the dotted config key each one sets.
 TRAIN_FLAGS = {
     "--model": ("model.name_or_path", "model folder, hub id or alias"),
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
     pairs.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of prompt drawing and sampling")
+    pairs.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
+    )
     pairs.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
 
     evaluate = commands.add_parser(
@@ -105,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
     evaluate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the built-in prompts")
+    evaluate.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
+    )
     evaluate.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
 
     compare = commands.add_parser(
@@ -240,6 +248,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "backend": args.backend,
         "trust_remote_code": args.trust_remote_code,
     }
     output = Path(args.output or (args.model if os.path.isdir(args.model) else f"runs/eval-{Path(args.model).name}"))

@@ -26,7 +26,7 @@ from simper import models
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import tokenize_pairs
-from simper.generate import generate
+from simper.generate import TransformersGenerator, load_generator
 from simper.logprobs import sequence_logps
 from simper.pairs import as_messages, read_prompts
 from simper.resources import HELDOUT_PAIRS
@@ -46,14 +46,20 @@ def evaluate_model(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     seed: int = 0,
+    backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate one model; returns ``(metrics, generations)``."""
     tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
-    model = models.load_model(model_name, trust_remote_code=trust_remote_code).eval()
+    generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
     tasks = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split="heldout")
     messages = [as_messages(task["prompt"]) for task in tasks]
-    result = generate(model, tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    result = generator(tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    if isinstance(generator, TransformersGenerator):
+        model = generator.model.eval()
+    else:  # the vLLM engine leaves the GPU before the transformers model scores the responses
+        generator.close()
+        model = models.load_model(model_name, trust_remote_code=trust_remote_code).eval()
     generations = []
     for task, texts, tokens in zip(tasks, result.texts, result.tokens, strict=True):
         row = {"id": task["id"], "prompt": task["prompt"], "response": texts[0], "tokens": tokens[0]}

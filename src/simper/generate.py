@@ -145,3 +145,104 @@ def generate(
         print(file=sys.stderr)
     model.train(was_training)
     return Generations(results, lengths, time.perf_counter() - start)
+
+
+BACKENDS = ("auto", "transformers", "vllm")
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` is vLLM when it is installed and a CUDA GPU is there, else transformers."""
+    import importlib.util
+
+    from simper.errors import UserError
+
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if backend == "vllm" and not has_vllm:
+        raise UserError("--backend vllm: vLLM is not installed (pip install vllm; it needs a CUDA GPU)")
+    if backend == "auto":
+        return "vllm" if has_vllm and torch.cuda.is_available() else "transformers"
+    return backend
+
+
+class VllmGenerator:
+    """The same contract as :func:`generate`, decoded by a vLLM engine (continuous batching, paged KV).
+
+    Prompts are given to vLLM as token ids rendered and tokenized exactly as :func:`generate` does
+    (chat template, no extra special tokens), so both backends see the same inputs.
+    """
+
+    def __init__(self, model_name: str, *, seed: int = 0, trust_remote_code: bool = False, memory: float = 0.6):
+        from vllm import LLM
+
+        from simper.models import resolve
+
+        path = resolve(model_name)
+        self.llm = LLM(
+            model=path, tokenizer=path, seed=seed, trust_remote_code=trust_remote_code, gpu_memory_utilization=memory
+        )
+
+    def __call__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: list[str | list[dict[str, str]]],
+        *,
+        num_samples: int = 1,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        on_batch: Callable[[list[int], list[list[str]], list[list[int]]], None] | None = None,
+        **_: object,
+    ) -> Generations:
+        from vllm import SamplingParams
+
+        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in render_prompts(tokenizer, prompts)]
+        params = SamplingParams(
+            n=num_samples,
+            temperature=temperature,
+            top_p=top_p if temperature > 0 else 1.0,
+            max_tokens=max_new_tokens,
+            seed=seed,
+        )
+        start = time.perf_counter()
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
+        texts = [[o.text.strip() for o in request.outputs] for request in outputs]
+        tokens = [[len(o.token_ids) for o in request.outputs] for request in outputs]
+        if on_batch is not None:
+            on_batch(list(range(len(prompts))), texts, tokens)
+        return Generations(texts, tokens, time.perf_counter() - start)
+
+    def close(self) -> None:
+        """Give the GPU memory back (before a transformers model is loaded beside it)."""
+        import gc
+
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class TransformersGenerator:
+    """:func:`generate` on a transformers model loaded once; ``model`` stays usable afterwards."""
+
+    def __init__(self, model_name: str, *, trust_remote_code: bool = False):
+        from simper.models import load_model
+
+        self.model = load_model(model_name, trust_remote_code=trust_remote_code)
+
+    def __call__(self, tokenizer: PreTrainedTokenizerBase, prompts, **kwargs) -> Generations:
+        return generate(self.model, tokenizer, prompts, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def load_generator(
+    model_name: str, backend: str = "auto", *, seed: int = 0, trust_remote_code: bool = False
+) -> TransformersGenerator | VllmGenerator:
+    """The generator for ``backend`` (see :func:`resolve_backend`)."""
+    if resolve_backend(backend) == "vllm":
+        return VllmGenerator(model_name, seed=seed, trust_remote_code=trust_remote_code)
+    return TransformersGenerator(model_name, trust_remote_code=trust_remote_code)

@@ -16,7 +16,7 @@ from typing import Any
 from simper import models
 from simper.data.sources import read_rows
 from simper.errors import UserError
-from simper.generate import generate
+from simper.generate import load_generator
 from simper.rewards import load_reward
 from simper.tasks import make_tasks
 
@@ -53,6 +53,7 @@ def make_pairs(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     seed: int = 0,
+    backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> dict[str, int]:
     """Write pairs to ``output`` (JSONL), skipping prompts a previous run already handled.
@@ -72,7 +73,7 @@ def make_pairs(
     if not todo:
         return counts
     tokenizer = models.load_tokenizer(model, trust_remote_code=trust_remote_code)
-    policy = models.load_model(model, trust_remote_code=trust_remote_code)
+    policy = load_generator(model, backend, seed=seed, trust_remote_code=trust_remote_code)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     with out.open("a", encoding="utf-8") as pairs_file, seen_path.open("a", encoding="utf-8") as seen_file:
@@ -111,8 +112,7 @@ def make_pairs(
             def write_chunk(indices, texts, lengths, offset=first):
                 write([offset + i for i in indices], texts, lengths)
 
-            result = generate(
-                policy,
+            result = policy(
                 tokenizer,
                 [as_messages(row["prompt"]) for row in chunk],
                 num_samples=num_samples,
