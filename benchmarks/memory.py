@@ -136,7 +136,7 @@ def _plot(rows: list[dict], path: Path, fixed_length: int, fixed_vocab: int) -> 
         (by_length, "length", "vocab", fixed_vocab),
         (by_vocab, "vocab", "length", fixed_length),
     ):
-        series = [r for r in rows if r[fixed_key] == fixed]
+        series = sorted((r for r in rows if r[fixed_key] == fixed), key=lambda r: r[key])
         xs = [r[key] for r in series]
         for path_name, style in (("plain", "o-"), ("chunked", "s-")):
             axis.plot(xs, [r[path_name] for r in series], style, label=path_name)

@@ -65,6 +65,7 @@ class ChunkedLinearLogps(torch.autograd.Function):
                 logits = (hidden[start:end].to(dtype) @ w.T).to(accumulate)
             picked = logits.gather(-1, targets[start:end, None]).squeeze(-1)
             out[start:end] = picked - logits.logsumexp(-1)
+            del logits  # before the next chunk's logits exist: one chunk alive at a time
         return out
 
     @staticmethod
@@ -92,6 +93,7 @@ class ChunkedLinearLogps(torch.autograd.Function):
                 grad_weight.addmm_(grad_logits.T, h)
             elif grad_weight is not None:  # a low-precision matmul, accumulated in fp32
                 grad_weight.add_(grad_logits.T @ h)
+            del logits, probs, grad_logits  # one chunk alive at a time
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
 
 
