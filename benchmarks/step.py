@@ -221,7 +221,7 @@ def _trl_steps(args, model, tokenizer, texts, steps, first_step_tokens) -> list[
     if args.contender == "trl-cpo-simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-        config = CPOConfig(loss_type="simpo", cpo_alpha=0.0, max_prompt_length=4096, **common)
+        config = CPOConfig(loss_type="simpo", cpo_alpha=0.0, max_completion_length=4096, **common)
         trainer_class = CPOTrainer
     else:
         from trl import DPOConfig, DPOTrainer
