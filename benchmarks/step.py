@@ -168,7 +168,8 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
         with autocast:
             if args.contender == "sft":
                 call = batch.calls[0]
-                labels = call.input_ids.masked_fill(call.attention_mask == 0, -100)
+                padding = call.attention_mask == 0 if call.attention_mask is not None else None
+                labels = call.input_ids if padding is None else call.input_ids.masked_fill(padding, -100)
                 loss = model(input_ids=call.input_ids, attention_mask=call.attention_mask, labels=labels).loss
             else:
                 loss, _ = preference_step(policy, None, objective, {}, batch)
