@@ -110,7 +110,7 @@ def run_contender(args: argparse.Namespace) -> dict:
     batches = [pairs[i * PAIRS_PER_STEP : (i + 1) * PAIRS_PER_STEP] for i in range(steps)]
     tokens = [sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in batch) for batch in batches]
     dtype = "bfloat16" if args.bf16 else "float32"
-    model = load_model(args.model, torch_dtype="float32").to(device)
+    model = load_model(args.model, torch_dtype="float32").to(device).train()  # checkpointing acts in train mode only
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
