@@ -58,7 +58,7 @@ def test_two_objectives_two_seeds_end_to_end_then_resume(tiny_model_dir, tmp_pat
     report = (output / "report.md").read_text()
     assert "| simper | 2 |" in report and "| dpo | 2 |" in report
     html = (output / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+    assert html.count("data:image/png;base64,") == 4 and html.count("<tr>") == 3  # header + 2 objectives
     for name in ("curves.png", "gradient_balance.png", "ppl_density.png", "reward_kl.png"):
         assert (output / name).stat().st_size > 10_000
     capsys.readouterr()

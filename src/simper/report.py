@@ -377,10 +377,10 @@ def _html(md_lines: list[str], folder: Path) -> str:
         ]
         head = "".join(f"<th>{c}</th>" for c in rows[0])
         cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows[1:])
-        body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+        body.append(f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table></div>")
         table.clear()
 
-    for line in md_lines:
+    for line in "\n".join(md_lines).splitlines():  # tables come in as one multi-line item
         if line.startswith("|"):
             table.append(line)
             continue
@@ -399,9 +399,10 @@ def _html(md_lines: list[str], folder: Path) -> str:
             body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
     flush_table()
     style = (
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:0.5em 0}"
+        "td{white-space:nowrap}.wide{overflow-x:auto}"
     )
     head = f"<meta charset='utf-8'><title>simper comparison</title><style>{style}</style>"
     return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
