@@ -166,3 +166,9 @@ def test_nonfinite_steps_are_skipped_then_stop(tiny_model_dir, tmp_path, monkeyp
     saved = load_file(out / "checkpoints" / "step-00000001" / "model.safetensors")
     for key, value in weights(tiny_model_dir).items():  # the skipped update touched no weight
         assert torch.equal(saved[f"model.{key}"], value)
+
+
+def test_eval_steps_minus_one_never_evaluates(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    assert train(tiny_model_dir, out, "training.max_steps=2", "data.eval_fraction=0.1", "training.eval_steps=-1") == 0
+    assert records(out, "eval/loss") == [] and len(records(out)) == 2
