@@ -257,9 +257,7 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path) -> bool:
         _steps_axis(axis)
     axes[0].set_ylabel("value (training batches)")
     _legend_below(fig, axes[0])
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path, rect=(0, 0.1, 1, 1))
     return drawn
 
 
@@ -278,9 +276,7 @@ def plot_gradient_balance(groups: dict[str, list[RunRecord]], path: Path) -> boo
         axis.set_yscale("log")
     axes[0].set_ylabel("gradient size (mean over pairs)")
     _legend_below(fig, axes[0])
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path, rect=(0, 0.1, 1, 1))
     return drawn
 
 
@@ -311,9 +307,7 @@ def plot_density(groups: dict[str, list[RunRecord]], runs: list[RunRecord], path
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return bool(curves)
 
 
@@ -338,10 +332,14 @@ def plot_reward_kl(groups: dict[str, list[RunRecord]], path: Path) -> bool:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    _save(plt, fig, path)
+    return drawn
+
+
+def _save(plt, fig, path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> None:
+    fig.tight_layout(rect=rect)
     fig.savefig(path)
     plt.close(fig)
-    return drawn
 
 
 def _steps_axis(axis) -> None:
