@@ -1,37 +1,86 @@
-"""Greedy generation speed of SmolLM2 on held-out task prompts, fp32 against bf16 weights.
+"""Generation speed of SmolLM2 on built-in task prompts: our decoding loop against ``model.generate``.
 
-    python scripts/bench_generate.py [--prompts 64] [--batch-size 64] [--max-new-tokens 160]
+    python benchmarks/generate.py [--prompts 32] [--samples 4] [--batch-size 64] [--max-new-tokens 128]
+                                  [--dtype float32] [--greedy]
 
-Both runs happen in this process on the same prompts; compare the printed ratio, not the absolute
-numbers (this machine is shared and noisy).
+Both contenders decode the same prompts in the same batches, in this process, one after the
+other, under the same seed: ``transformers`` is ``model.generate`` (each prompt read once per sample;
+finished rows keep decoding until the batch's longest ends; top-p sorts and samples over the whole
+vocabulary), ``simper`` is ``simper.generate.decode`` (each prompt read once; finished rows cut
+from the batch and KV cache; top-p among the top 256 tokens first). Defaults are ``simper pairs``' sampling (k=4, temperature 0.8, top_p 0.95). Compare the
+printed ratio, not the absolute numbers (this machine is shared and noisy).
 """
 
 import argparse
 
+import torch
+
+import simper.generate
 from simper.generate import generate
 from simper.models import load_model, load_tokenizer
 from simper.tasks import make_tasks
 
 
+def transformers_decode(model, input_ids, attention_mask, *, max_new_tokens, stop, temperature, top_p, num_samples):
+    """``model.generate`` with the same inputs, cut at each row's first stop token."""
+    sampling = {"temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=num_samples,
+        eos_token_id=sorted(stop),
+        pad_token_id=sorted(stop)[0],
+        do_sample=temperature > 0,
+        **sampling,
+    )[:, input_ids.shape[1] :]
+    rows = []
+    for ids in output.tolist():
+        ends = [i for i, token in enumerate(ids) if token in stop]
+        rows.append(ids[: ends[0] + 1] if ends else ids)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--greedy", action="store_true", help="one greedy answer per prompt (simper eval)")
     args = parser.parse_args()
     tokenizer = load_tokenizer("smollm2-135m-instruct")
-    prompts = [[{"role": "user", "content": t["prompt"]}] for t in make_tasks(args.prompts, seed=1, split="heldout")]
+    model = load_model("smollm2-135m-instruct", torch_dtype=args.dtype)
+    tasks = make_tasks(args.prompts, seed=7, split="train")
+    prompts = [[{"role": "user", "content": t["prompt"]}] for t in tasks]
+    sampling = (
+        {"num_samples": 1, "temperature": 0.0}
+        if args.greedy
+        else {"num_samples": args.samples, "temperature": 0.8, "top_p": 0.95}
+    )
+    ours = simper.generate.decode
     rates = {}
-    for dtype in ("float32", "bfloat16"):
-        model = load_model("smollm2-135m-instruct", torch_dtype=dtype)
+    for name, decode in (("transformers", transformers_decode), ("simper", ours)):
+        simper.generate.decode = decode
+        torch.manual_seed(0)
         result = generate(
-            model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=False
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            progress=False,
+            **sampling,
         )
-        rates[dtype] = result.samples_per_s
+        rates[name] = result.tokens_per_s
+        mean = sum(map(sum, result.tokens)) / sum(map(len, result.tokens))
         print(
-            f"{dtype}: {result.seconds:.0f} s, {result.samples_per_s:.2f} samples/s, {result.tokens_per_s:.0f} tokens/s"
+            f"{name}: {result.seconds:.0f} s, {result.samples_per_s:.2f} samples/s, "
+            f"{result.tokens_per_s:.0f} tokens/s, mean response {mean:.0f} tokens"
         )
-    print(f"fp32 / bf16 samples/s: {rates['float32'] / rates['bfloat16']:.2f}")
+    simper.generate.decode = ours
+    print(f"simper / transformers tokens/s: {rates['simper'] / rates['transformers']:.2f}")
 
 
 if __name__ == "__main__":

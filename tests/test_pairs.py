@@ -9,7 +9,7 @@ import pytest
 from simper.cli import main
 from simper.data.formats import load_pairs
 from simper.data.sources import read_rows
-from simper.generate import generate
+from simper.generate import decode, generate, nucleus
 from simper.models import load_model, load_tokenizer
 
 
@@ -131,3 +131,42 @@ def test_vllm_backend_pairs_and_eval_with_a_stand_in_engine(tiny_model_dir, tmp_
     result = json.loads((evaluation / "eval.json").read_text())
     assert result["mean_length"] == 1.0 and result["pairs"] == 5  # greedy: n=1, one token; 5 held-out pairs
     assert fake.requests[-1][1].temperature == 0.0
+
+
+def test_decode_matches_model_generate_greedy(tiny_model_dir):
+    """Our loop (finished rows cut from the batch and cache) gives transformers' greedy tokens."""
+    model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    texts = ["hi", "a much longer prompt here with more words", "two words", "x y z w"]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    eos, width = tokenizer.eos_token_id, batch["input_ids"].shape[1]
+    free = decode(model, **batch, max_new_tokens=12, stop={eos}, temperature=0.0, top_p=1.0)
+    stop = {eos, free[0][2], free[2][6]}  # tokens the greedy answers produce: rows finish apart and get cut
+    ours = decode(model, **batch, max_new_tokens=12, stop=stop, temperature=0.0, top_p=1.0)
+    theirs = model.generate(**batch, max_new_tokens=12, do_sample=False, eos_token_id=list(stop), pad_token_id=eos)
+    for row, ids in enumerate(ours):
+        assert ids == theirs[row, width:].tolist()[: len(ids)] and (len(ids) == 12 or ids[-1] in stop)
+    assert len({len(ids) for ids in ours}) > 1
+    twice = decode(model, **batch, max_new_tokens=12, stop=stop, temperature=0.0, top_p=1.0, num_samples=2)
+    assert twice == [ids for ids in ours for _ in range(2)]  # one prompt read, its cache repeated per sample
+
+
+@pytest.mark.parametrize("widths", [(256, 4096), (3, 20)])  # (3, 20): every fallback runs
+def test_nucleus_keeps_what_transformers_top_p_keeps(monkeypatch, widths):
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    import simper.generate
+
+    monkeypatch.setattr(simper.generate, "NUCLEUS_WIDTHS", widths)
+    torch.manual_seed(0)
+    logits = torch.randn(6, 1000) * torch.tensor([0.5, 1, 2, 4, 8, 16])[:, None]
+    probs = torch.softmax(logits, -1)
+    ours = torch.zeros_like(probs)
+    groups = nucleus(probs, 0.9)
+    for rows, weights, index in groups:
+        ours[rows] = ours[rows].scatter(-1, index, weights)
+    assert sorted(r for rows, _, _ in groups for r in rows.tolist()) == list(range(6))
+    assert len(groups) == (2 if widths == (256, 4096) else 3)
+    theirs = torch.softmax(TopPLogitsWarper(0.9)(None, logits.clone()), -1)
+    assert torch.equal(ours > 0, theirs > 0)
+    torch.testing.assert_close(ours / ours.sum(-1, keepdim=True), theirs)

@@ -1,12 +1,16 @@
 """Batched generation: the one place that decodes (``simper pairs`` and ``simper eval`` both use it).
 
 What makes it fast on a CPU: prompts sorted by length so a batch holds similar lengths (little
-padding), large batches, the KV cache, sequences that finished stop counting, bf16 weights where
-the CPU supports them, and a ``max_new_tokens`` sized to the task.
+padding), large batches, the KV cache, finished sequences dropped from the batch (and its cache),
+nucleus sampling over the top few hundred tokens instead of a sort and a draw over the whole
+vocabulary, bf16 weights where the CPU supports them, and a ``max_new_tokens`` sized to the task.
+The decoding loop is ours (a model forward and its own cache per step) because ``model.generate``
+keeps decoding finished rows until the longest one ends.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +55,109 @@ def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[
         tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
         for p in prompts
     ]
+
+
+NUCLEUS_WIDTHS = (256, 4096)  # top-p looks among this many tokens first; the whole vocabulary last
+
+
+def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Next token per row: argmax when ``temperature`` is 0, else a draw from the top-``p`` nucleus.
+
+    The nucleus is the set ``transformers``' ``TopPLogitsWarper`` keeps: tokens by descending
+    probability while the mass before them is < ``top_p``.
+    """
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p >= 1:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    for rows, weights, index in nucleus(probs, top_p):
+        tokens[rows] = index.gather(-1, torch.multinomial(weights, 1)).squeeze(-1)
+    return tokens
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The top-``p`` nucleus of each row as ``(rows, weights, index)`` groups: candidate token ids
+    and their probabilities, zero outside the nucleus (unnormalized; ``torch.multinomial``
+    normalizes).
+
+    Rows whose top 256 tokens hold ``top_p`` of the mass (most steps) are done with a ``topk`` of
+    256, the rest with 4,096 and only then with a sort of the whole vocabulary, so a step neither
+    sorts nor samples over 49k tokens for every row.
+    """
+    groups = []
+    rows = torch.arange(probs.shape[0], device=probs.device)
+    for width in (*NUCLEUS_WIDTHS, probs.shape[-1]):
+        top, index = probs[rows].topk(min(width, probs.shape[-1]), dim=-1)
+        covered = top.sum(-1) >= top_p if width < probs.shape[-1] else torch.ones_like(rows, dtype=torch.bool)
+        if bool(covered.any()):
+            top, index = top[covered], index[covered]
+            before = top.cumsum(-1) - top
+            groups.append((rows[covered], top.masked_fill(before >= top_p, 0.0), index))
+        rows = rows[~covered]
+        if len(rows) == 0:
+            break
+    return groups
+
+
+@torch.no_grad()
+def decode(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    stop: set[int],
+    temperature: float,
+    top_p: float,
+    num_samples: int = 1,
+) -> list[list[int]]:
+    """New tokens for each row of a left-padded batch, ``num_samples`` rows per prompt (prompt ``i``'s
+    samples are rows ``i·num_samples …``), each ending at its first stop token (kept).
+
+    Each prompt is read once (the cache is then repeated per sample). Finished rows keep riding
+    along until a quarter of the batch has finished; then they are cut from the batch and from the
+    KV cache (a cut copies the cache, so not at every step).
+    """
+    accepts = inspect.signature(model.forward).parameters
+    head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **head)
+    cache = out.past_key_values
+    if num_samples > 1:
+        cache.batch_repeat_interleave(num_samples)
+        out.logits = out.logits.repeat_interleave(num_samples, dim=0)
+        attention_mask = attention_mask.repeat_interleave(num_samples, dim=0)
+        positions = positions.repeat_interleave(num_samples, dim=0)
+    rows = torch.arange(attention_mask.shape[0], device=input_ids.device)  # batch row -> output row
+    finished = torch.zeros_like(rows, dtype=torch.bool)
+    stop_ids = torch.tensor(sorted(stop), device=input_ids.device)
+    outputs: list[list[int]] = [[] for _ in range(len(rows))]
+    position = positions[:, -1:]
+    for step in range(max_new_tokens):
+        tokens = pick_tokens(out.logits[:, -1, :], temperature, top_p)
+        for row, token, done in zip(rows.tolist(), tokens.tolist(), finished.tolist(), strict=True):
+            if not done:
+                outputs[row].append(token)
+        finished |= torch.isin(tokens, stop_ids)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        if int(finished.sum()) * 4 >= len(rows) and hasattr(cache, "batch_select_indices"):
+            keep = (~finished).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            rows, tokens, finished = rows[keep], tokens[keep], finished[keep]
+            attention_mask, position = attention_mask[keep], position[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
+        position = position + 1
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=position,
+            past_key_values=cache,
+            use_cache=True,
+        )
+    return outputs
 
 
 @torch.no_grad()
@@ -102,30 +209,22 @@ def generate(
         for row, i in enumerate(indices):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             attention_mask[row, width - len(encoded[i]) :] = 1
-        sampling = {"temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+        output = decode(
+            model,
+            input_ids.to(device),
+            attention_mask.to(device),
+            num_samples=num_samples,
             max_new_tokens=max_new_tokens,
-            num_return_sequences=num_samples,
-            pad_token_id=pad,
-            eos_token_id=eos,
-            use_cache=True,
-            do_sample=temperature > 0,
-            **sampling,
-        )[:, width:]
+            stop=stop,
+            temperature=temperature,
+            top_p=top_p,
+        )
         batch_texts, batch_tokens = [], []
         for row, i in enumerate(indices):
             samples = output[row * num_samples : (row + 1) * num_samples]
-            for sample in samples:
-                ids = sample.tolist()
-                count = len(ids)
-                for position, token in enumerate(ids):
-                    if token in stop:
-                        count = position + 1
-                        break
-                results[i].append(tokenizer.decode(ids[:count], skip_special_tokens=True).strip())
-                lengths[i].append(count)
+            for ids in samples:
+                results[i].append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+                lengths[i].append(len(ids))
             batch_texts.append(results[i])
             batch_tokens.append(lengths[i])
         done += len(indices)
