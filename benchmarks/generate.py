@@ -4,11 +4,12 @@
                                   [--dtype float32] [--greedy]
 
 Both contenders decode the same prompts in the same batches, in this process, one after the
-other, under the same seed: ``transformers`` is ``model.generate`` (each prompt read once per sample;
-finished rows keep decoding until the batch's longest ends; top-p sorts and samples over the whole
-vocabulary), ``simper`` is ``simper.generate.decode`` (each prompt read once; finished rows cut
-from the batch and KV cache; top-p among the top 256 tokens first). Defaults are ``simper pairs``' sampling (k=4, temperature 0.8, top_p 0.95). Compare the
-printed ratio, not the absolute numbers (this machine is shared and noisy).
+other, under the same seed. ``transformers`` is ``model.generate``: each prompt read once per
+sample, finished rows decoded until the batch's longest ends, top-p sorting and sampling over the
+whole vocabulary. ``simper`` is ``simper.generate.decode``: each prompt read once, finished rows
+cut from the batch and KV cache, top-p among the top 256 tokens first. Defaults are ``simper
+pairs``' sampling (k=4, temperature 0.8, top_p 0.95). Compare the printed ratio, not the absolute
+numbers (this machine is shared and noisy).
 """
 
 import argparse
