@@ -198,11 +198,16 @@ def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any
     }
 
 
+CACHE_VERSION = 2  # bump when evaluation changes what it computes (2: our decoding loop)
+
+
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
     path = Path(models.resolve(model_name))
     weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     stamp = [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]
-    raw = json.dumps([str(path.resolve()) if path.exists() else model_name, stamp, settings], sort_keys=True)
+    raw = json.dumps(
+        [CACHE_VERSION, str(path.resolve()) if path.exists() else model_name, stamp, settings], sort_keys=True
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
