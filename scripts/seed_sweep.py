@@ -30,7 +30,19 @@ KEYS = [
     "win_rate",
     "tie_rate",
     "loss_rate",
+    "kl_to_baseline",
+    "ppl_density.mean",
+    "ppl_density.peak",
 ]
+
+
+def lookup(metrics: dict, key: str):
+    """``metrics[key]``, where a dotted key reads a nested value; None when absent."""
+    for part in key.split("."):
+        if not isinstance(metrics, dict) or part not in metrics:
+            return None
+        metrics = metrics[part]
+    return metrics
 
 
 def main() -> None:
@@ -62,9 +74,9 @@ def main() -> None:
     print(f"| metric | starting model | after SimPER (mean ± std over seeds {args.seeds}) |")
     print("|---|---|---|")
     for key in KEYS:
-        values = [r[key] for r in results]
+        values = [lookup(r, key) for r in results]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        before = f"{baseline[key]:.3f}" if key in baseline else "—"
+        before = f"{lookup(baseline, key):.3f}" if lookup(baseline, key) is not None else "—"
         print(f"| {key} | {before} | {statistics.mean(values):.3f} ± {spread:.3f} |")
     if minutes:
         print(f"\nminutes per seed (train + eval): {', '.join(f'{m:.1f}' for m in minutes)}", file=sys.stderr)
