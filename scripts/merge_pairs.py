@@ -14,8 +14,12 @@ from pathlib import Path
 def main(output: str, *inputs: str) -> None:
     prompts, lines, repeated = set(), [], 0
     for name in inputs:
-        for line in Path(name).read_text(encoding="utf-8").splitlines():
-            key = json.dumps(json.loads(line)["prompt"], sort_keys=True)
+        for number, line in enumerate(Path(name).read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                key = json.dumps(json.loads(line)["prompt"], sort_keys=True)
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                print(f"{name}:{number}: field 'prompt': not a pair row ({error})", file=sys.stderr)
+                sys.exit(2)
             if key in prompts:
                 repeated += 1
                 continue
