@@ -39,7 +39,7 @@ def transformers_decode(model, input_ids, attention_mask, *, max_new_tokens, sto
     for ids in output.tolist():
         ends = [i for i, token in enumerate(ids) if token in stop]
         rows.append(ids[: ends[0] + 1] if ends else ids)
-    return rows
+    return rows, [0.0] * len(rows)  # no log-probs: ours sums them while decoding, at its own cost
 
 
 def main() -> None:

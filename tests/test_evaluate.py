@@ -12,6 +12,8 @@ from simper.resources import EXAMPLE_PAIRS
 
 
 def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(EXAMPLE_PAIRS.read_text())
     args = [
         "eval",
         str(tiny_model_dir),
@@ -22,7 +24,7 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
         "--max-new-tokens",
         "8",
         "--pairs",
-        str(EXAMPLE_PAIRS),
+        str(pairs),
         "--output",
         str(tmp_path / "out"),
     ]
@@ -38,6 +40,10 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert "held-out preference accuracy" in out.out
     assert main(args) == 0
     assert "cached evaluation" in capsys.readouterr().err
+    pairs.write_text(EXAMPLE_PAIRS.read_text().splitlines()[0] + "\n")  # edited held-out pairs: not stale
+    assert main(args) == 0
+    assert "cached evaluation" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["baseline"]["pairs"] == 1
 
 
 def test_task_metrics_by_hand():

@@ -9,6 +9,7 @@ import pytest
 from simper.cli import main
 from simper.data.formats import load_pairs
 from simper.data.sources import read_rows
+from simper.evaluate import score_ids
 from simper.generate import decode, generate, nucleus
 from simper.models import load_model, load_tokenizer
 
@@ -90,7 +91,11 @@ class _FakeVllm:
             def generate(self, prompts, params, use_tqdm=True):
                 fake.requests.append((prompts, params))
                 sample = types.SimpleNamespace
-                outputs = [sample(text=f" answer {'x' * k} ", token_ids=[7] * (k + 1)) for k in range(params.n)]
+                outputs = [  # the longest sample runs into max_tokens
+                    sample(text=f" answer {'x' * k} ", token_ids=[7] * (k + 1), finish_reason="stop")
+                    for k in range(params.n)
+                ]
+                outputs[-1].finish_reason = "length"
                 return [sample(outputs=outputs) for _ in prompts]
 
         class SamplingParams:
@@ -122,6 +127,7 @@ def test_vllm_backend_pairs_and_eval_with_a_stand_in_engine(tiny_model_dir, tmp_
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and all(r["chosen"][0]["content"] == "answer xx" for r in rows)  # stripped, longest
     assert all(r["rejected"][0]["content"] == "answer" for r in rows)
+    assert all(r["chosen_truncated"] and not r["rejected_truncated"] for r in rows)
     rendered = render_prompts(tokenizer, [rows[0]["prompt"]])[0]
     assert tokenizer(rendered, add_special_tokens=False)["input_ids"] in [p["prompt_token_ids"] for p in prompts]
 
@@ -139,15 +145,32 @@ def test_decode_matches_model_generate_greedy(tiny_model_dir):
     texts = ["hi", "a much longer prompt here with more words", "two words", "x y z w"]
     batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     eos, width = tokenizer.eos_token_id, batch["input_ids"].shape[1]
-    free = decode(model, **batch, max_new_tokens=12, stop={eos}, temperature=0.0, top_p=1.0)
+    free, _ = decode(model, **batch, max_new_tokens=12, stop={eos}, temperature=0.0, top_p=1.0)
     stop = {eos, free[0][2], free[2][6]}  # tokens the greedy answers produce: rows finish apart and get cut
-    ours = decode(model, **batch, max_new_tokens=12, stop=stop, temperature=0.0, top_p=1.0)
+    ours, logps = decode(model, **batch, max_new_tokens=12, stop=stop, temperature=0.0, top_p=1.0)
     theirs = model.generate(**batch, max_new_tokens=12, do_sample=False, eos_token_id=list(stop), pad_token_id=eos)
     for row, ids in enumerate(ours):
         assert ids == theirs[row, width:].tolist()[: len(ids)] and (len(ids) == 12 or ids[-1] in stop)
     assert len({len(ids) for ids in ours}) > 1
-    twice = decode(model, **batch, max_new_tokens=12, stop=stop, temperature=0.0, top_p=1.0, num_samples=2)
+    twice, _ = decode(model, **batch, max_new_tokens=12, stop=stop, temperature=0.0, top_p=1.0, num_samples=2)
     assert twice == [ids for ids in ours for _ in range(2)]  # one prompt read, its cache repeated per sample
+    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
+    rescored = score_ids(model, prompts, ours)  # a full forward over the same ids: the same log-probs
+    assert logps == pytest.approx([total for total, _ in rescored], abs=1e-3)
+    assert [count for _, count in rescored] == [len(ids) for ids in ours]
+
+
+def test_generations_say_which_samples_ended(tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    prompts = ["hi", "a much longer prompt", "two words"]  # plain strings: tokenized as they are
+    batch = tokenizer(prompts[:1], return_tensors="pt", add_special_tokens=False)
+    free, _ = decode(model, **batch, max_new_tokens=10, stop={tokenizer.eos_token_id}, temperature=0.0, top_p=1.0)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, free[0][2]]  # the first answer now ends early
+    result = generate(model, tokenizer, prompts, max_new_tokens=10, progress=False)
+    assert result.finished[0] == [True] and result.tokens[0][0] <= 3
+    ended = [flag for flags in result.finished for flag in flags]
+    assert all(flag or n == 10 for flag, n in zip(ended, [n for ns in result.tokens for n in ns], strict=True))
+    assert not all(ended)  # the others ran into the limit
 
 
 @pytest.mark.parametrize("widths", [(256, 4096), (3, 20)])  # (3, 20): every fallback runs

@@ -25,8 +25,8 @@ import torch
 from simper import models
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
-from simper.data.tokenize import tokenize_pairs
-from simper.generate import TransformersGenerator, load_generator
+from simper.data.tokenize import TokenizedPair, tokenize_pairs
+from simper.generate import TransformersGenerator, load_generator, render_prompts
 from simper.logprobs import sequence_logps
 from simper.pairs import as_messages, read_prompts
 from simper.resources import HELDOUT_PAIRS
@@ -59,10 +59,17 @@ def evaluate_model(
         model = generator.model.eval()
     else:  # the vLLM engine leaves the GPU before the transformers model scores the responses
         generator.close()
-        model = models.load_model(model_name, trust_remote_code=trust_remote_code).eval()
+        model = models.load_model(model_name, trust_remote_code=trust_remote_code).to(models.best_device()).eval()
     generations = []
-    for task, texts, tokens in zip(tasks, result.texts, result.tokens, strict=True):
-        row = {"id": task["id"], "prompt": task["prompt"], "response": texts[0], "tokens": tokens[0]}
+    for task, texts, ids, ended in zip(tasks, result.texts, result.ids, result.finished, strict=True):
+        row = {
+            "id": task["id"],
+            "prompt": task["prompt"],
+            "response": texts[0],
+            "tokens": len(ids[0]),
+            "finished": ended[0],
+            "token_ids": ids[0],
+        }
         if "kind" in task:
             checked = score(task, texts[0])
             row.update(kind=task["kind"], reward=checked.reward, results=checked.results)
@@ -72,8 +79,11 @@ def evaluate_model(
     metrics.update(task_metrics(generations))
     metrics["mean_length"] = sum(g["tokens"] for g in generations) / max(len(generations), 1)
     metrics["samples_per_s"] = result.samples_per_s
-    scored = response_logps(model, tokenizer, messages, [g["response"] for g in generations])
-    log_ppl = [-total / count for total, count in scored]
+    if result.logps is not None:  # summed while decoding: the very tokens, no second pass
+        scored = [(logps[0], len(ids[0])) for logps, ids in zip(result.logps, result.ids, strict=True)]
+    else:
+        scored = score_ids(model, prompt_ids(tokenizer, tasks), [g["token_ids"] for g in generations])
+    log_ppl = [-total / count if count else math.nan for total, count in scored]
     for row, value, (total, count) in zip(generations, log_ppl, scored, strict=True):
         row.update(log_ppl=value, logp_sum=total, logp_tokens=count)
     metrics["ppl_density"] = density(log_ppl)
@@ -98,37 +108,37 @@ def task_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def prompt_ids(tokenizer, tasks: list[dict[str, Any]]) -> list[list[int]]:
+    """Each task's prompt as the token ids generation starts from (chat template, generation prompt)."""
+    texts = render_prompts(tokenizer, [as_messages(task["prompt"]) for task in tasks])
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
 @torch.no_grad()
-def response_logps(model, tokenizer, prompts, responses, batch_size: int = 16) -> list[tuple[float, int]]:
-    """``(Σ log π(response | prompt), tokens)`` of each response, EOS included."""
-    from simper.data.formats import PreferencePair
-
-    def placeholder(response: str) -> list[dict[str, str]]:  # a rejected side unequal to the response
-        return [{"role": "assistant", "content": ".." if response.strip() == "." else "."}]
-
-    pairs = [
-        PreferencePair(p, [{"role": "assistant", "content": r or " "}], placeholder(r), "")
-        for p, r in zip(prompts, responses, strict=True)
-    ]
-    tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=4096, max_prompt_length=2048)
-    collate = PairCollator(tokenizer.pad_token_id)
-    values = []
-    for start in range(0, len(tokenized), batch_size):
-        batch = collate(tokenized[start : start + batch_size])
+def score_ids(
+    model, prompts: list[list[int]], responses: list[list[int]], batch_size: int = 16
+) -> list[tuple[float, int]]:
+    """``(Σ log π(response | prompt), tokens)`` of generated token ids, scored exactly as generated:
+    a response that finished ends in its stop token, one cut off at ``max_new_tokens`` does not."""
+    values = [(0.0, 0)] * len(responses)
+    todo = [i for i, response in enumerate(responses) if response]
+    collate = PairCollator(0)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]  # the rejected slot holds one token, not read
+        batch = collate([TokenizedPair(prompts[i], responses[i], responses[i][:1]) for i in chunk])
+        batch = batch.to(next(model.parameters()).device)
         sums, counts = sequence_logps(model, batch)
-        half = batch.num_pairs
-        values += [(float(s), int(c)) for s, c in zip(sums[:half], counts[:half], strict=True)]
+        for i, total, count in zip(chunk, sums.tolist(), counts.tolist(), strict=False):
+            values[i] = (total, int(count))
     return values
 
 
 def kl_to_baseline(baseline_name: str, rows: list[dict[str, Any]], trust_remote_code: bool = False) -> float:
     """Estimate of KL(model ‖ baseline) in nats per response: mean of Σ log π − Σ log π_base over the
-    model's own (greedy) held-out generations, each scored by both models."""
+    model's own (greedy) held-out generations, the same token ids scored by both models."""
     tokenizer = models.load_tokenizer(baseline_name, trust_remote_code=trust_remote_code)
-    baseline = models.load_model(baseline_name, trust_remote_code=trust_remote_code).eval()
-    scored = response_logps(
-        baseline, tokenizer, [as_messages(r["prompt"]) for r in rows], [r["response"] for r in rows]
-    )
+    baseline = models.load_model(baseline_name, trust_remote_code=trust_remote_code).to(models.best_device()).eval()
+    scored = score_ids(baseline, prompt_ids(tokenizer, rows), [r["token_ids"] for r in rows])
     return sum(r["logp_sum"] - base for r, (base, _) in zip(rows, scored, strict=True)) / max(len(rows), 1)
 
 
@@ -167,7 +177,7 @@ def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8, limi
     collate = PairCollator(tokenizer.pad_token_id)
     chosen, rejected = [], []
     for start in range(0, len(tokenized), batch_size):
-        batch = collate(tokenized[start : start + batch_size])
+        batch = collate(tokenized[start : start + batch_size]).to(next(model.parameters()).device)
         half = batch.num_pairs
         sums, counts = sequence_logps(model, batch)
         chosen += (sums[:half] / counts[:half]).tolist()
@@ -198,15 +208,20 @@ def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any
     }
 
 
-CACHE_VERSION = 2  # bump when evaluation changes what it computes (2: our decoding loop)
+CACHE_VERSION = 3  # bump when evaluation changes its results (2: our decoding loop; 3: generated ids scored)
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
+    """The model's weights (name, size, time), the settings, and the contents of the prompt and pair
+    files the evaluation reads: editing the held-out pairs must not return stale results."""
     path = Path(models.resolve(model_name))
     weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     stamp = [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]
+    inputs = [settings.get("prompts"), *(settings.get("pairs") or [str(HELDOUT_PAIRS)])]
+    contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in inputs if f and Path(f).is_file()]
     raw = json.dumps(
-        [CACHE_VERSION, str(path.resolve()) if path.exists() else model_name, stamp, settings], sort_keys=True
+        [CACHE_VERSION, str(path.resolve()) if path.exists() else model_name, stamp, settings, contents],
+        sort_keys=True,
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

@@ -23,11 +23,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 @dataclass
 class Generations:
-    """``texts[i]`` holds the ``num_samples`` responses to prompt ``i``; ``tokens`` their lengths."""
+    """``texts[i]`` holds the ``num_samples`` responses to prompt ``i``; ``tokens`` their lengths;
+    ``finished`` whether each ended on its own (a stop token) rather than at ``max_new_tokens``;
+    ``ids`` the generated token ids (the stop token included); ``logps`` Σ log π(token) of each
+    under the model's own (untempered) distribution, where the backend gives them."""
 
     texts: list[list[str]]
     tokens: list[list[int]]
+    finished: list[list[bool]]
     seconds: float
+    ids: list[list[list[int]]]
+    logps: list[list[float]] | None = None
 
     @property
     def samples_per_s(self) -> float:
@@ -112,9 +118,10 @@ def decode(
     temperature: float,
     top_p: float,
     num_samples: int = 1,
-) -> list[list[int]]:
+) -> tuple[list[list[int]], list[float]]:
     """New tokens for each row of a left-padded batch, ``num_samples`` rows per prompt (prompt ``i``'s
-    samples are rows ``i·num_samples …``), each ending at its first stop token (kept).
+    samples are rows ``i·num_samples …``), each ending at its first stop token (kept), and each
+    row's Σ log π(token) under the untempered model (what scoring the tokens afterwards would give).
 
     Each prompt is read once (the cache is then repeated per sample). Finished rows keep riding
     along until a quarter of the batch has finished; then they are cut from the batch and from the
@@ -134,9 +141,13 @@ def decode(
     finished = torch.zeros_like(rows, dtype=torch.bool)
     stop_ids = torch.tensor(sorted(stop), device=input_ids.device)
     outputs: list[list[int]] = [[] for _ in range(len(rows))]
+    logps = torch.zeros(len(rows), dtype=torch.float64)
     position = positions[:, -1:]
     for step in range(max_new_tokens):
-        tokens = pick_tokens(out.logits[:, -1, :], temperature, top_p)
+        logits = out.logits[:, -1, :]
+        tokens = pick_tokens(logits, temperature, top_p)
+        picked = logits.float().log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+        logps.index_add_(0, rows[~finished].cpu(), picked[~finished].double().cpu())
         for row, token, done in zip(rows.tolist(), tokens.tolist(), finished.tolist(), strict=True):
             if not done:
                 outputs[row].append(token)
@@ -157,7 +168,7 @@ def decode(
             past_key_values=cache,
             use_cache=True,
         )
-    return outputs
+    return outputs, logps.tolist()
 
 
 @torch.no_grad()
@@ -172,7 +183,7 @@ def generate(
     top_p: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
-    on_batch: Callable[[list[int], list[list[str]], list[list[int]]], None] | None = None,
+    on_batch: Callable[[list[int], list[list[str]], list[list[bool]]], None] | None = None,
     progress: bool = True,
 ) -> Generations:
     """Generate ``num_samples`` responses per prompt (greedy when ``temperature`` is 0).
@@ -180,11 +191,12 @@ def generate(
     Args:
         prompts: message lists (chat template applied) or raw prompt strings.
         batch_size: sequences decoded together (prompts × samples).
-        on_batch: called after each batch with the prompt indices and their responses, so callers
-            can write results as they come (resumable output).
+        on_batch: called after each batch with the prompt indices, their responses and whether each
+            finished, so callers can write results as they come (resumable output).
 
     Returns:
-        The decoded responses (special tokens removed) and their token counts, in prompt order.
+        The decoded responses (special tokens removed), their token counts and whether each ended
+        on a stop token, in prompt order.
     """
     texts = render_prompts(tokenizer, prompts)
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -192,6 +204,9 @@ def generate(
     per_batch = max(1, batch_size // num_samples)
     results: list[list[str]] = [[] for _ in prompts]
     lengths: list[list[int]] = [[] for _ in prompts]
+    finished: list[list[bool]] = [[] for _ in prompts]
+    ids_out: list[list[list[int]]] = [[] for _ in prompts]
+    logps: list[list[float]] = [[] for _ in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
     stop = {eos} if isinstance(eos, int) else set(eos)
@@ -209,7 +224,7 @@ def generate(
         for row, i in enumerate(indices):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             attention_mask[row, width - len(encoded[i]) :] = 1
-        output = decode(
+        output, sums = decode(
             model,
             input_ids.to(device),
             attention_mask.to(device),
@@ -219,17 +234,17 @@ def generate(
             temperature=temperature,
             top_p=top_p,
         )
-        batch_texts, batch_tokens = [], []
         for row, i in enumerate(indices):
-            samples = output[row * num_samples : (row + 1) * num_samples]
-            for ids in samples:
+            samples = range(row * num_samples, (row + 1) * num_samples)
+            for ids, total in zip([output[k] for k in samples], [sums[k] for k in samples], strict=True):
                 results[i].append(tokenizer.decode(ids, skip_special_tokens=True).strip())
                 lengths[i].append(len(ids))
-            batch_texts.append(results[i])
-            batch_tokens.append(lengths[i])
+                finished[i].append(bool(ids) and ids[-1] in stop)
+                ids_out[i].append(ids)
+                logps[i].append(total)
         done += len(indices)
         if on_batch is not None:
-            on_batch(indices, batch_texts, batch_tokens)
+            on_batch(indices, [results[i] for i in indices], [finished[i] for i in indices])
         if progress:
             elapsed = time.perf_counter() - start
             generated = done * num_samples
@@ -243,7 +258,7 @@ def generate(
     if progress and order:
         print(file=sys.stderr)
     model.train(was_training)
-    return Generations(results, lengths, time.perf_counter() - start)
+    return Generations(results, lengths, finished, time.perf_counter() - start, ids_out, logps)
 
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -292,7 +307,7 @@ class VllmGenerator:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int = 0,
-        on_batch: Callable[[list[int], list[list[str]], list[list[int]]], None] | None = None,
+        on_batch: Callable[[list[int], list[list[str]], list[list[bool]]], None] | None = None,
         **_: object,
     ) -> Generations:
         from vllm import SamplingParams
@@ -308,10 +323,12 @@ class VllmGenerator:
         start = time.perf_counter()
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
         texts = [[o.text.strip() for o in request.outputs] for request in outputs]
-        tokens = [[len(o.token_ids) for o in request.outputs] for request in outputs]
+        ids = [[list(o.token_ids) for o in request.outputs] for request in outputs]
+        finished = [[o.finish_reason == "stop" for o in request.outputs] for request in outputs]
         if on_batch is not None:
-            on_batch(list(range(len(prompts))), texts, tokens)
-        return Generations(texts, tokens, time.perf_counter() - start)
+            on_batch(list(range(len(prompts))), texts, finished)
+        lengths = [[len(i) for i in row] for row in ids]
+        return Generations(texts, lengths, finished, time.perf_counter() - start, ids)  # no logps: rescored
 
     def close(self) -> None:
         """Give the GPU memory back (before a transformers model is loaded beside it)."""
@@ -327,9 +344,9 @@ class TransformersGenerator:
     """:func:`generate` on a transformers model loaded once; ``model`` stays usable afterwards."""
 
     def __init__(self, model_name: str, *, trust_remote_code: bool = False):
-        from simper.models import load_model
+        from simper.models import best_device, load_model
 
-        self.model = load_model(model_name, trust_remote_code=trust_remote_code)
+        self.model = load_model(model_name, trust_remote_code=trust_remote_code).to(best_device())
 
     def __call__(self, tokenizer: PreTrainedTokenizerBase, prompts, **kwargs) -> Generations:
         return generate(self.model, tokenizer, prompts, **kwargs)

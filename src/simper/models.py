@@ -96,6 +96,11 @@ def load_model(
         raise UserError(f"model {name_or_path!r}: cannot load it: {_first_line(err)}{_hub_hint(path)}") from None
 
 
+def best_device() -> torch.device:
+    """Where evaluation and generation run: the CUDA GPU when there is one (training uses accelerate's)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _four_bit_config(dtype):
     from transformers import BitsAndBytesConfig
 

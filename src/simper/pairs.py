@@ -3,7 +3,9 @@
 The SimPO/SimPER on-policy recipe: the policy's own samples (chat template, generation prompt),
 a reward on each, the highest-scoring one as chosen and the lowest as rejected; prompts whose
 samples all tie are dropped. Output rows are conversational pairs that ``simper train`` reads as
-they are, with both scores, the reward's name and the prompt's task fields.
+they are, with both scores, the reward's name, the prompt's task fields and whether each response
+was cut off at ``max_new_tokens`` (``chosen_truncated``/``rejected_truncated``; training then leaves
+out the end-of-turn token such a response never produced).
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ def make_pairs(
 
     with out.open("a", encoding="utf-8") as pairs_file, seen_path.open("a", encoding="utf-8") as seen_file:
 
-        def write(indices: list[int], texts: list[list[str]], _tokens: list[list[int]]) -> None:
-            for index, responses in zip(indices, texts, strict=True):
+        def write(indices: list[int], texts: list[list[str]], finished: list[list[bool]]) -> None:
+            for index, responses, ended in zip(indices, texts, finished, strict=True):
                 row = todo[index]
                 scores = reward_fn(row, responses)
                 best = max(range(len(responses)), key=lambda i: scores[i])
@@ -95,6 +97,8 @@ def make_pairs(
                         "rejected": [{"role": "assistant", "content": responses[worst]}],
                         "score_chosen": scores[best],
                         "score_rejected": scores[worst],
+                        "chosen_truncated": not ended[best],  # cut off at max_new_tokens: trained without EOS
+                        "rejected_truncated": not ended[worst],
                         "reward": reward_name,
                         **extra,
                     }
@@ -109,8 +113,8 @@ def make_pairs(
         for first in range(0, len(todo), CHUNK):
             chunk = todo[first : first + CHUNK]
 
-            def write_chunk(indices, texts, lengths, offset=first):
-                write([offset + i for i in indices], texts, lengths)
+            def write_chunk(indices, texts, finished, offset=first):
+                write([offset + i for i in indices], texts, finished)
 
             result = policy(
                 tokenizer,

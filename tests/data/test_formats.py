@@ -86,6 +86,10 @@ def test_identical_pairs_are_dropped_and_counted():
             r"field 'chosen'\[0\]: message has no 'content'",
         ),
         ({"chosen": "no marker a", "rejected": "no marker b"}, r"cannot find the prompt"),
+        (
+            {"prompt": "p", "chosen": "a", "rejected": "b", "rejected_truncated": "yes"},
+            r"line 1: field 'rejected_truncated': expected true or false, got a string",
+        ),
     ],
 )
 def test_bad_rows_name_line_and_field(row, message):
@@ -96,3 +100,11 @@ def test_bad_rows_name_line_and_field(row, message):
 def test_missing_field_in_a_later_row():
     with pytest.raises(UserError, match=r"line 2: missing field 'rejected'"):
         load_pairs(rows({"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}))
+
+
+def test_truncation_flags_are_read_in_any_format():
+    (plain,), _, _ = load_pairs(rows({"prompt": "p", "chosen": "a", "rejected": "b"}))
+    assert not plain.chosen_truncated and not plain.rejected_truncated
+    flagged = {"prompt": msgs(USER), "chosen": msgs(("assistant", "a")), "rejected": msgs(("assistant", "b"))}
+    (pair,), _, _ = load_pairs(rows({**flagged, "chosen_truncated": False, "rejected_truncated": True}))
+    assert not pair.chosen_truncated and pair.rejected_truncated

@@ -33,6 +33,19 @@ def test_chat_pair_has_one_bos_one_eos_and_the_template_prompt(tokenizer):
     assert not drops
 
 
+def test_a_response_marked_truncated_gets_no_eos(tokenizer):
+    """A response cut off at max_new_tokens never ended: training must not teach an EOS there."""
+    from dataclasses import replace
+
+    for pair in (chat("Count.", "one two", "one two three"), PreferencePair("Count:", " one two", " one", "t")):
+        (whole,), _ = tokenize_pairs([pair], tokenizer, max_length=128, max_prompt_length=64)
+        (cut,), _ = tokenize_pairs(
+            [replace(pair, chosen_truncated=True)], tokenizer, max_length=128, max_prompt_length=64
+        )
+        assert cut.chosen == whole.chosen[:-1] and whole.chosen[-1] == tokenizer.eos_token_id
+        assert cut.rejected == whole.rejected and cut.rejected[-1] == tokenizer.eos_token_id
+
+
 def test_text_pair_gets_eos_appended_and_no_second_bos(tokenizer):
     pair = PreferencePair("<s>Question: hi\nAnswer:", " hello", " bye", "test")
     (tok,), _ = tokenize_pairs([pair], tokenizer, max_length=64, max_prompt_length=32)

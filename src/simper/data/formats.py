@@ -9,12 +9,16 @@ The formats TRL users already have:
 - ``implicit prompt``: only ``chosen``/``rejected``, each a full transcript, as Anthropic-HH text
   (``\\n\\nHuman: … \\n\\nAssistant: …``) or as message lists. The prompt is the shared prefix ending
   at the last turn boundary before the two diverge.
+
+In any format, optional booleans ``chosen_truncated`` / ``rejected_truncated`` (``simper pairs``
+writes them) mark a response cut off by a generation limit: it did not end, so it is trained
+without an end-of-turn token (teaching the model to stop mid-sentence would shorten its answers).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simper.data.sources import Row, _type_name
 from simper.errors import UserError
@@ -35,6 +39,8 @@ class PreferencePair:
     chosen: str | Messages
     rejected: str | Messages
     origin: str
+    chosen_truncated: bool = False
+    rejected_truncated: bool = False
 
     @property
     def is_chat(self) -> bool:
@@ -63,6 +69,19 @@ def detect_format(row: Row) -> str:
 
 def normalize(row: Row, fmt: str) -> PreferencePair:
     """Turn one row of a detected format into a :class:`PreferencePair`, or raise naming the field."""
+    pair = _normalize(row, fmt)
+    flags = {key: _flag(row, key) for key in ("chosen_truncated", "rejected_truncated")}
+    return replace(pair, **flags) if any(flags.values()) else pair
+
+
+def _flag(row: Row, key: str) -> bool:
+    value = row.values.get(key, False)
+    if not isinstance(value, bool):
+        raise UserError(f"{row.origin}: field {key!r}: expected true or false, got {_type_name(value)}")
+    return value
+
+
+def _normalize(row: Row, fmt: str) -> PreferencePair:
     values = row.values
     required = ("chosen", "rejected") if fmt.startswith("implicit") else ("prompt", "chosen", "rejected")
     for key in required:

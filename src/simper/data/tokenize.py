@@ -11,7 +11,8 @@ Rules (one place, tested):
 - Exactly one BOS, and only when the model uses one (its tokenizer adds it to plain text); a chat
   template that also writes it does not make two.
 - Each response ends in exactly one EOS (whitespace the template writes after the EOS is dropped),
-  unless truncation cut the response short.
+  unless it is marked truncated (cut off by a generation limit: it never ended) or truncation here
+  cut it short.
 - ``max_prompt_length`` keeps the end of the prompt (and its BOS); ``max_length`` then cuts the
   responses to fit. A pair left without a response token is dropped and counted.
 """
@@ -90,7 +91,7 @@ def tokenize_pairs(
     whitespace_ids = _whitespace_token_ids(tokenizer)
 
     tokenized, drops = [], Counter()
-    for prompt, chosen, rejected in zip(*encoded, strict=True):
+    for pair, prompt, chosen, rejected in zip(pairs, *encoded, strict=True):
         while add_bos and prompt and prompt[0] == bos:  # the template may write BOS too: keep one
             prompt = prompt[1:]
         budget = max_prompt_length - int(add_bos)
@@ -101,8 +102,8 @@ def tokenize_pairs(
             drops["empty prompt and no BOS to predict the first response token from"] += 1
             continue
         room = max_length - len(prompt)
-        chosen = _close_response(chosen, eos, whitespace_ids)[: max(room, 0)]
-        rejected = _close_response(rejected, eos, whitespace_ids)[: max(room, 0)]
+        chosen = _close_response(chosen, eos, whitespace_ids, pair.chosen_truncated)[: max(room, 0)]
+        rejected = _close_response(rejected, eos, whitespace_ids, pair.rejected_truncated)[: max(room, 0)]
         if not chosen or not rejected:
             drops["no response token left after truncation"] += 1
             continue
@@ -113,12 +114,12 @@ def tokenize_pairs(
     return tokenized, drops
 
 
-def _close_response(ids: list[int], eos: int, whitespace_ids: frozenset[int]) -> list[int]:
-    """Drop trailing whitespace tokens and repeated EOS, then end with exactly one EOS."""
+def _close_response(ids: list[int], eos: int, whitespace_ids: frozenset[int], truncated: bool) -> list[int]:
+    """Drop trailing whitespace tokens and EOS, then end with exactly one EOS unless ``truncated``."""
     end = len(ids)
     while end and (ids[end - 1] in whitespace_ids or ids[end - 1] == eos):
         end -= 1
-    return [*ids[:end], eos]
+    return ids[:end] if truncated else [*ids[:end], eos]
 
 
 def _whitespace_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
