@@ -70,6 +70,11 @@ class DataConfig:
     eval_fraction: float = _field(0.0, "fraction of the training pairs held out when no eval source is given")
     max_length: int = _field(512, "max tokens of prompt + response; responses are cut to fit")
     max_prompt_length: int = _field(256, "max prompt tokens; longer prompts keep their end")
+    drop_truncated: bool = _field(
+        False,
+        "leave out training pairs with a response marked cut off at generation (chosen_truncated or "
+        "rejected_truncated, as simper pairs writes)",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_fraction < 1:

@@ -106,6 +106,7 @@ def setup(config: TrainConfig) -> Run:
         eval_fraction=config.data.eval_fraction,
         max_length=config.data.max_length,
         max_prompt_length=config.data.max_prompt_length,
+        drop_truncated=config.data.drop_truncated,
         seed=t.seed,
     )
     for line in data.report:

@@ -84,3 +84,22 @@ def test_any_unicode_keeps_a_response(tokenizer, prompt, chosen, rejected):
             assert sequence.count(tokenizer.bos_token_id) == 1 and len(sequence) <= 64
             assert response.count(tokenizer.eos_token_id) <= 1
     assert len(kept) + sum(drops.values()) == 1
+
+
+def test_drop_truncated_leaves_out_pairs_with_a_cut_off_response(tokenizer, tmp_path):
+    import json
+
+    from simper.data.pipeline import prepare_data
+
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b"},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", "chosen_truncated": True},
+        {"prompt": "p3", "chosen": "a", "rejected": "b", "rejected_truncated": True, "chosen_truncated": False},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = {"split": "train", "eval_split": "test", "eval_fraction": 0.0, "max_length": 64, "max_prompt_length": 32}
+    everything = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, **settings)
+    finished = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, drop_truncated=True, **settings)
+    assert len(everything.train) == 3 and len(finished.train) == 1
+    assert "2 with a response cut off at generation" in finished.report[-1]
