@@ -75,6 +75,12 @@ class DataConfig:
         "leave out training pairs with a response marked cut off at generation (chosen_truncated or "
         "rejected_truncated, as simper pairs writes)",
     )
+    balance_lengths: bool = _field(
+        False,
+        "train on as many pairs whose chosen response is shorter than the rejected one as pairs where it "
+        "is not (a fixed draw drops the excess): SimPER's push on a response scales with 1/length, so a "
+        "length skew in the pairs turns into a drift of the model's answer length",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_fraction < 1:

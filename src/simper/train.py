@@ -107,6 +107,7 @@ def setup(config: TrainConfig) -> Run:
         max_length=config.data.max_length,
         max_prompt_length=config.data.max_prompt_length,
         drop_truncated=config.data.drop_truncated,
+        balance_lengths=config.data.balance_lengths,
         seed=t.seed,
     )
     for line in data.report:

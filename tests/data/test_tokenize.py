@@ -103,3 +103,19 @@ def test_drop_truncated_leaves_out_pairs_with_a_cut_off_response(tokenizer, tmp_
     finished = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, drop_truncated=True, **settings)
     assert len(everything.train) == 3 and len(finished.train) == 1
     assert "2 with a response cut off at generation" in finished.report[-1]
+
+
+def test_balance_by_length_keeps_as_many_chosen_shorter_as_not():
+    from simper.data.pipeline import balance_by_length
+    from simper.data.tokenize import TokenizedPair
+
+    def pair(n_chosen, n_rejected, tag):
+        return TokenizedPair([tag], [1] * n_chosen, [2] * n_rejected)
+
+    pairs = [pair(1, 3, i) for i in range(7)] + [pair(3, 1, 10), pair(2, 2, 11), pair(5, 4, 12)]
+    kept, dropped = balance_by_length(pairs)
+    assert dropped == 4 and len(kept) == 6
+    assert sum(len(p.chosen) < len(p.rejected) for p in kept) == 3
+    assert [p.prompt[0] for p in kept] == sorted(p.prompt[0] for p in kept)  # order kept
+    assert balance_by_length(pairs)[0] == kept  # a fixed draw
+    assert balance_by_length(kept) == (kept, 0)

@@ -35,6 +35,20 @@ def read_pairs(sources: list[str], split: str, report: list[str]) -> tuple[list[
     return pairs, drops
 
 
+def balance_by_length(pairs: list[TokenizedPair]) -> tuple[list[TokenizedPair], int]:
+    """As many pairs whose chosen response is shorter than the rejected one as pairs where it is not.
+
+    The excess of the larger side is dropped by a fixed draw (the same pairs whatever the training
+    seed); the kept pairs stay in their order. Returns ``(kept, number dropped)``.
+    """
+    shorter = [i for i, p in enumerate(pairs) if len(p.chosen) < len(p.rejected)]
+    rest = [i for i, p in enumerate(pairs) if len(p.chosen) >= len(p.rejected)]
+    larger, smaller = (shorter, rest) if len(shorter) > len(rest) else (rest, shorter)
+    random.Random(0).shuffle(larger)
+    keep = set(smaller) | set(larger[: len(smaller)])
+    return [p for i, p in enumerate(pairs) if i in keep], len(pairs) - len(keep)
+
+
 def prepare_data(
     train_sources: list[str],
     eval_sources: list[str],
@@ -47,6 +61,7 @@ def prepare_data(
     max_prompt_length: int,
     seed: int,
     drop_truncated: bool = False,
+    balance_lengths: bool = False,
 ) -> PreparedData:
     """Read, normalize, split and tokenize; raise :class:`UserError` if nothing is left to train on."""
     report: list[str] = []
@@ -70,6 +85,10 @@ def prepare_data(
 
     lengths = {"max_length": max_length, "max_prompt_length": max_prompt_length}
     train, train_drops = tokenize_pairs(train_pairs, tokenizer, **lengths)
+    if balance_lengths:
+        train, excess = balance_by_length(train)
+        if excess:
+            train_drops["to balance chosen-shorter and chosen-not-shorter pairs (data.balance_lengths)"] += excess
     held_out, _ = tokenize_pairs(eval_pairs, tokenizer, **lengths)
     drops += train_drops
     dropped = ", ".join(f"{count} {reason}" for reason, count in drops.most_common()) or "none"
