@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from simper.cli import main
-from simper.data.formats import load_pairs
+from simper.data.formats import PreferencePair, load_pairs
 from simper.data.sources import read_rows
+from simper.data.tokenize import tokenize_pairs
 from simper.evaluate import score_ids
-from simper.generate import decode, generate, nucleus
+from simper.generate import decode, encode_prompts, generate, nucleus
 from simper.models import load_model, load_tokenizer
 
 
@@ -111,7 +113,7 @@ def test_vllm_backend_pairs_and_eval_with_a_stand_in_engine(tiny_model_dir, tmp_
     import sys
 
     from simper.errors import UserError
-    from simper.generate import render_prompts, resolve_backend
+    from simper.generate import resolve_backend
 
     assert resolve_backend("auto") == "transformers"  # no vllm here
     with pytest.raises(UserError, match="vLLM is not installed"):
@@ -128,8 +130,7 @@ def test_vllm_backend_pairs_and_eval_with_a_stand_in_engine(tiny_model_dir, tmp_
     assert len(rows) == 3 and all(r["chosen"][0]["content"] == "answer xx" for r in rows)  # stripped, longest
     assert all(r["rejected"][0]["content"] == "answer" for r in rows)
     assert all(r["chosen_truncated"] and not r["rejected_truncated"] for r in rows)
-    rendered = render_prompts(tokenizer, [rows[0]["prompt"]])[0]
-    assert tokenizer(rendered, add_special_tokens=False)["input_ids"] in [p["prompt_token_ids"] for p in prompts]
+    assert encode_prompts(tokenizer, [rows[0]["prompt"]])[0] in [p["prompt_token_ids"] for p in prompts]
 
     evaluation = tmp_path / "eval"
     args = ["eval", str(tiny_model_dir), "--backend", "vllm", "--num-prompts", "4", "--output", str(evaluation)]
@@ -162,8 +163,9 @@ def test_decode_matches_model_generate_greedy(tiny_model_dir):
 
 def test_generations_say_which_samples_ended(tiny_model_dir):
     model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
-    prompts = ["hi", "a much longer prompt", "two words"]  # plain strings: tokenized as they are
-    batch = tokenizer(prompts[:1], return_tensors="pt", add_special_tokens=False)
+    prompts = ["hi", "a much longer prompt", "two words"]  # plain strings: BOS + the text
+    ids = torch.tensor(encode_prompts(tokenizer, prompts[:1]))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     free, _ = decode(model, **batch, max_new_tokens=10, stop={tokenizer.eos_token_id}, temperature=0.0, top_p=1.0)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, free[0][2]]  # the first answer now ends early
     result = generate(model, tokenizer, prompts, max_new_tokens=10, progress=False)
@@ -171,6 +173,23 @@ def test_generations_say_which_samples_ended(tiny_model_dir):
     ended = [flag for flags in result.finished for flag in flags]
     assert all(flag or n == 10 for flag, n in zip(ended, [n for ns in result.tokens for n in ns], strict=True))
     assert not all(ended)  # the others ran into the limit
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def test_prompts_are_generated_from_the_ids_training_sees(tokenizer):
+    """Generation starts from the prompt ids training puts before a response: one BOS for a model
+    that uses one, whether the prompt is chat messages, plain text, or text that writes the BOS."""
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    for prompt in (chat, "Question: hi\nAnswer:", "<s>Question: hi\nAnswer:"):
+        answers = (" a", " b") if isinstance(prompt, str) else ([assistant("a")], [assistant("b")])
+        pair = PreferencePair(prompt, *answers, "t")
+        (trained,), _ = tokenize_pairs([pair], tokenizer, max_length=128, max_prompt_length=64)
+        (generated,) = encode_prompts(tokenizer, [prompt])
+        assert generated == trained.prompt and generated.count(tokenizer.bos_token_id) == 1
+    assert encode_prompts(tokenizer, []) == []
 
 
 @pytest.mark.parametrize("widths", [(256, 4096), (3, 20)])  # (3, 20): every fallback runs

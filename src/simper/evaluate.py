@@ -26,7 +26,7 @@ from simper import models
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
-from simper.generate import TransformersGenerator, load_generator, render_prompts
+from simper.generate import TransformersGenerator, encode_prompts, load_generator
 from simper.logprobs import sequence_logps
 from simper.pairs import as_messages, read_prompts
 from simper.resources import HELDOUT_PAIRS
@@ -110,8 +110,7 @@ def task_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
 
 def prompt_ids(tokenizer, tasks: list[dict[str, Any]]) -> list[list[int]]:
     """Each task's prompt as the token ids generation starts from (chat template, generation prompt)."""
-    texts = render_prompts(tokenizer, [as_messages(task["prompt"]) for task in tasks])
-    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    return encode_prompts(tokenizer, [as_messages(task["prompt"]) for task in tasks])
 
 
 @torch.no_grad()
@@ -208,7 +207,7 @@ def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any
     }
 
 
-CACHE_VERSION = 3  # bump when evaluation changes its results (2: our decoding loop; 3: generated ids scored)
+CACHE_VERSION = 4  # bump when evaluation changes its results (2: our decoding loop; 3: generated ids scored; 4: BOS)
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:

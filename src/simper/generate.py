@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from simper.data.tokenize import uses_bos
+
 
 @dataclass
 class Generations:
@@ -61,6 +63,20 @@ def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[
         tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
         for p in prompts
     ]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[dict[str, str]]]) -> list[list[int]]:
+    """Prompt token ids as training sees them: rendered as above, with exactly one BOS in front when
+    the model's sequences start with one (a template that writes it too does not double it)."""
+    if not prompts:
+        return []
+    add_bos, bos = uses_bos(tokenizer), tokenizer.bos_token_id
+    encoded: list[list[int]] = []
+    for ids in tokenizer(render_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]:
+        while add_bos and ids and ids[0] == bos:
+            ids = ids[1:]
+        encoded.append([bos, *ids] if add_bos else ids)
+    return encoded
 
 
 NUCLEUS_WIDTHS = (256, 4096)  # top-p looks among this many tokens first; the whole vocabulary last
@@ -198,8 +214,7 @@ def generate(
         The decoded responses (special tokens removed), their token counts and whether each ended
         on a stop token, in prompt order.
     """
-    texts = render_prompts(tokenizer, prompts)
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    encoded = encode_prompts(tokenizer, prompts)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     per_batch = max(1, batch_size // num_samples)
     results: list[list[str]] = [[] for _ in prompts]
@@ -312,7 +327,7 @@ class VllmGenerator:
     ) -> Generations:
         from vllm import SamplingParams
 
-        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in render_prompts(tokenizer, prompts)]
+        encoded = encode_prompts(tokenizer, prompts)
         params = SamplingParams(
             n=num_samples,
             temperature=temperature,
