@@ -35,9 +35,11 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert result["ppl_density"]["peak"] is not None and result["baseline"]["mean_reward"] == result["mean_reward"]
     rows = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all("reward" in r and "log_ppl" in r for r in rows)
+    assert all(r["baseline_reward"] == r["reward"] for r in rows)
+    assert result["reward_gain"] == 0.0 and result["reward_gain_ci95"] == [0.0, 0.0]
     assert (tmp_path / "out" / "ppl_density.png").stat().st_size > 10_000
     out = capsys.readouterr()
-    assert "held-out preference accuracy" in out.out
+    assert "held-out preference accuracy" in out.out and "reward gain (95% interval" in out.out
     assert main(args) == 0
     assert "cached evaluation" in capsys.readouterr().err
     pairs.write_text(EXAMPLE_PAIRS.read_text().splitlines()[0] + "\n")  # edited held-out pairs: not stale
@@ -61,6 +63,20 @@ def test_task_metrics_by_hand():
 def test_win_rate_and_density():
     model = [{"id": 1, "reward": 1.0}, {"id": 2, "reward": 0.5}, {"id": 3, "reward": 0.0}]
     base = [{"id": 1, "reward": 0.5}, {"id": 2, "reward": 0.5}, {"id": 3, "reward": 1.0}]
-    assert win_rate(model, base) == pytest.approx({"win_rate": 1 / 3, "tie_rate": 1 / 3, "loss_rate": 1 / 3})
+    result = win_rate(model, base)
+    assert [result[k] for k in ("win_rate", "tie_rate", "loss_rate")] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+    assert result["reward_gain"] == pytest.approx(-1 / 6)
+    low, high = result["reward_gain_ci95"]
+    assert -1.0 <= low < -1 / 6 < high <= 0.5  # means of draws from (0.5, 0, -1)
+    # a small gain on many prompts is resolved; the same gain on a handful of prompts is not
+    many = win_rate(
+        [{"id": i, "reward": float(i % 10 == 0)} for i in range(2000)], [{"id": i, "reward": 0.0} for i in range(2000)]
+    )
+    assert many["reward_gain"] == pytest.approx(0.1) and many["reward_gain_ci95"][0] > 0.08
+    few = win_rate(
+        [{"id": i, "reward": float(i == 0)} for i in range(10)], [{"id": i, "reward": 0.0} for i in range(10)]
+    )
+    assert few["reward_gain"] == pytest.approx(0.1) and few["reward_gain_ci95"][0] == 0.0
+    assert win_rate(model, []) == {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
     curve = density([2.0, 2.05, 2.1, 4.0])
     assert 2.0 <= curve["peak"] <= 2.3 and sum(d * 0.05 for d in curve["density"]) == pytest.approx(1.0, abs=1e-2)

@@ -258,6 +258,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if baseline is not None:
         metrics["baseline"] = baseline[0]
         metrics.update(win_rate(rows, baseline[1]))
+        base_rewards = {row["id"]: row["reward"] for row in baseline[1] if "reward" in row}
+        rows = [
+            {**row, "baseline_reward": base_rewards[row["id"]]} if row["id"] in base_rewards else row for row in rows
+        ]
         metrics["kl_to_baseline"] = kl_to_baseline(args.baseline, rows, args.trust_remote_code)
         curves[f"baseline {Path(args.baseline).name}"] = baseline[0]["ppl_density"]
     write_results(output, metrics, rows)
@@ -294,6 +298,10 @@ def format_eval_table(metrics: dict) -> str:
             f"{'win / tie / loss vs baseline':<38}{'':>12}"
             f"{metrics['win_rate']:.2f}/{metrics['tie_rate']:.2f}/{metrics['loss_rate']:.2f}".rjust(12)
         )
+    if "reward_gain_ci95" in metrics:
+        low, high = metrics["reward_gain_ci95"]
+        gain = f"{metrics['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        lines.append(f"{'reward gain (95% interval, prompts)':<38}{gain:>24}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from simper import models
@@ -191,19 +192,24 @@ def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8, limi
     }
 
 
-def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Per prompt: the model's reward above, equal to, or below the baseline's."""
+def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per prompt: the model's reward above, equal to, or below the baseline's; and the mean reward
+    gain with a 95% interval from a paired bootstrap over prompts (fixed draw), which says whether a
+    gain is larger than what re-drawing the prompts would move it by."""
     baseline = {row["id"]: row["reward"] for row in baseline_rows if "reward" in row}
-    outcomes = [
-        (row["reward"] > baseline[row["id"]]) - (row["reward"] < baseline[row["id"]])
-        for row in model_rows
-        if row["id"] in baseline and "reward" in row
-    ]
-    n = max(len(outcomes), 1)
+    gains = np.array(
+        [row["reward"] - baseline[row["id"]] for row in model_rows if row["id"] in baseline and "reward" in row],
+        dtype=float,
+    )
+    if gains.size == 0:
+        return {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
+    means = gains[np.random.default_rng(0).integers(0, gains.size, (2000, gains.size))].mean(axis=1)
     return {
-        "win_rate": sum(o == 1 for o in outcomes) / n,
-        "tie_rate": sum(o == 0 for o in outcomes) / n,
-        "loss_rate": sum(o == -1 for o in outcomes) / n,
+        "win_rate": float((gains > 0).mean()),
+        "tie_rate": float((gains == 0).mean()),
+        "loss_rate": float((gains < 0).mean()),
+        "reward_gain": float(gains.mean()),
+        "reward_gain_ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
     }
 
 
