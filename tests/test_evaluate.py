@@ -80,3 +80,18 @@ def test_win_rate_and_density():
     assert win_rate(model, []) == {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
     curve = density([2.0, 2.05, 2.1, 4.0])
     assert 2.0 <= curve["peak"] <= 2.3 and sum(d * 0.05 for d in curve["density"]) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_bad_pair_file_stops_eval_before_any_generation(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation started before the pair file was read")
+
+    monkeypatch.setattr("simper.evaluate.load_generator", no_generation)
+    out = tmp_path / "out"
+    assert main(["eval", str(tiny_model_dir), "--pairs", str(bad), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"simper: error: {bad}: cannot detect the preference format")
+    assert not out.exists()

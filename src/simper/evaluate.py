@@ -50,10 +50,13 @@ def evaluate_model(
     backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Evaluate one model; returns ``(metrics, generations)``."""
+    """Evaluate one model; returns ``(metrics, generations)``. The prompt and pair files are read
+    first, so a bad row stops the run before any generation."""
     tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
-    generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
+    held_out, _ = read_pairs(pairs if pairs is not None else [str(HELDOUT_PAIRS)], "test", [])
+    held_out = held_out[:num_pairs] if num_pairs > 0 else held_out
     tasks = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split="heldout")
+    generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
     messages = [as_messages(task["prompt"]) for task in tasks]
     result = generator(tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     if isinstance(generator, TransformersGenerator):
@@ -88,8 +91,7 @@ def evaluate_model(
     for row, value, (total, count) in zip(generations, log_ppl, scored, strict=True):
         row.update(log_ppl=value, logp_sum=total, logp_tokens=count)
     metrics["ppl_density"] = density(log_ppl)
-    sources = pairs if pairs is not None else [str(HELDOUT_PAIRS)]
-    metrics.update(pair_metrics(model, tokenizer, sources, limit=num_pairs))
+    metrics.update(pair_metrics(model, tokenizer, held_out))
     return metrics, generations
 
 
@@ -167,12 +169,10 @@ def density(log_ppl: list[float]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def pair_metrics(model, tokenizer, sources: list[str], batch_size: int = 8, limit: int = 0) -> dict[str, float]:
+def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str, float]:
     """Preference accuracy (mean log-prob chosen > rejected), margins and mean log-probs on held-out pairs."""
-    if not sources:
+    if not pairs:
         return {}
-    pairs, _ = read_pairs(sources, "test", [])
-    pairs = pairs[:limit] if limit > 0 else pairs
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
     collate = PairCollator(tokenizer.pad_token_id)
     chosen, rejected = [], []
