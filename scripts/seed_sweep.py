@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simper.evaluate import bootstrap_interval
+
 KEYS = [
     "mean_reward",
     "prompt_accuracy",
@@ -97,12 +99,7 @@ def main() -> None:
         low, high = r["reward_gain_ci95"]
         print(f"  seed {seed}: {r['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]")
     gains = np.array([[row["reward"] - row["baseline_reward"] for row in rows] for rows in per_prompt])
-    rng = np.random.default_rng(0)
-    means = [
-        gains[np.ix_(rng.integers(0, len(gains), len(gains)), rng.integers(0, gains.shape[1], gains.shape[1]))].mean()
-        for _ in range(4000)
-    ]
-    low, high = np.quantile(means, [0.025, 0.975])
+    low, high = bootstrap_interval(gains)
     print(f"  all seeds: {gains.mean():+.3f} [{low:+.3f}, {high:+.3f}] (seeds and prompts both resampled)")
     if minutes:
         print(f"minutes per seed (train + eval): {', '.join(f'{m:.1f}' for m in minutes)}", file=sys.stderr)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from simper.cli import main
-from simper.evaluate import density, task_metrics, win_rate
+from simper.evaluate import bootstrap_interval, compare_rewards, density, task_metrics
 from simper.resources import EXAMPLE_PAIRS
 
 
@@ -60,24 +61,30 @@ def test_task_metrics_by_hand():
     assert metrics["math_accuracy"] == 0.5 and metrics["mean_reward"] == 0.625
 
 
-def test_win_rate_and_density():
+def test_compare_rewards_and_density():
     model = [{"id": 1, "reward": 1.0}, {"id": 2, "reward": 0.5}, {"id": 3, "reward": 0.0}]
     base = [{"id": 1, "reward": 0.5}, {"id": 2, "reward": 0.5}, {"id": 3, "reward": 1.0}]
-    result = win_rate(model, base)
+    rows, result = compare_rewards(model, base)
+    assert [r["baseline_reward"] for r in rows] == [0.5, 0.5, 1.0] and "baseline_reward" not in model[0]
     assert [result[k] for k in ("win_rate", "tie_rate", "loss_rate")] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
     assert result["reward_gain"] == pytest.approx(-1 / 6)
     low, high = result["reward_gain_ci95"]
     assert -1.0 <= low < -1 / 6 < high <= 0.5  # means of draws from (0.5, 0, -1)
     # a small gain on many prompts is resolved; the same gain on a handful of prompts is not
-    many = win_rate(
+    _, many = compare_rewards(
         [{"id": i, "reward": float(i % 10 == 0)} for i in range(2000)], [{"id": i, "reward": 0.0} for i in range(2000)]
     )
     assert many["reward_gain"] == pytest.approx(0.1) and many["reward_gain_ci95"][0] > 0.08
-    few = win_rate(
+    _, few = compare_rewards(
         [{"id": i, "reward": float(i == 0)} for i in range(10)], [{"id": i, "reward": 0.0} for i in range(10)]
     )
     assert few["reward_gain"] == pytest.approx(0.1) and few["reward_gain_ci95"][0] == 0.0
-    assert win_rate(model, []) == {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
+    assert compare_rewards(model, []) == (model, {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0})
+    # several runs on the same prompts: re-drawing the runs widens the interval when they disagree
+    agree, disagree = np.array([[0.1] * 50, [0.1] * 50]), np.array([[0.0] * 50, [0.2] * 50])
+    assert bootstrap_interval(agree) == pytest.approx([0.1, 0.1])
+    low, high = bootstrap_interval(disagree)
+    assert low == pytest.approx(0.0) and high == pytest.approx(0.2)
     curve = density([2.0, 2.05, 2.1, 4.0])
     assert 2.0 <= curve["peak"] <= 2.3 and sum(d * 0.05 for d in curve["density"]) == pytest.approx(1.0, abs=1e-2)
 

@@ -237,7 +237,7 @@ def _first_table(markdown: str) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simper.evaluate import evaluate_cached, evaluate_model, kl_to_baseline, win_rate, write_results
+    from simper.evaluate import compare_rewards, evaluate_cached, evaluate_model, kl_to_baseline, write_results
     from simper.plots import plot_ppl_density
 
     settings = {
@@ -257,11 +257,8 @@ def run_eval(args: argparse.Namespace) -> int:
     curves = {Path(args.model).name: metrics["ppl_density"]}
     if baseline is not None:
         metrics["baseline"] = baseline[0]
-        metrics.update(win_rate(rows, baseline[1]))
-        base_rewards = {row["id"]: row["reward"] for row in baseline[1] if "reward" in row}
-        rows = [
-            {**row, "baseline_reward": base_rewards[row["id"]]} if row["id"] in base_rewards else row for row in rows
-        ]
+        rows, comparison = compare_rewards(rows, baseline[1])
+        metrics.update(comparison)
         metrics["kl_to_baseline"] = kl_to_baseline(args.baseline, rows, args.trust_remote_code)
         curves[f"baseline {Path(args.baseline).name}"] = baseline[0]["ppl_density"]
     write_results(output, metrics, rows)

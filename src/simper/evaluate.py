@@ -192,25 +192,40 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
     }
 
 
-def win_rate(model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per prompt: the model's reward above, equal to, or below the baseline's; and the mean reward
-    gain with a 95% interval from a paired bootstrap over prompts (fixed draw), which says whether a
-    gain is larger than what re-drawing the prompts would move it by."""
+def compare_rewards(
+    model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The model's rows, each with the baseline's reward for its prompt (``baseline_reward``), and per
+    prompt the model's reward above, equal to, or below it; with the mean reward gain and its 95%
+    interval over re-drawn prompts (:func:`bootstrap_interval`)."""
     baseline = {row["id"]: row["reward"] for row in baseline_rows if "reward" in row}
+    rows = [{**row, "baseline_reward": baseline[row["id"]]} if row["id"] in baseline else row for row in model_rows]
     gains = np.array(
-        [row["reward"] - baseline[row["id"]] for row in model_rows if row["id"] in baseline and "reward" in row],
-        dtype=float,
+        [row["reward"] - row["baseline_reward"] for row in rows if "baseline_reward" in row and "reward" in row]
     )
     if gains.size == 0:
-        return {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
-    means = gains[np.random.default_rng(0).integers(0, gains.size, (2000, gains.size))].mean(axis=1)
-    return {
+        return rows, {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
+    return rows, {
         "win_rate": float((gains > 0).mean()),
         "tie_rate": float((gains == 0).mean()),
         "loss_rate": float((gains < 0).mean()),
         "reward_gain": float(gains.mean()),
-        "reward_gain_ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+        "reward_gain_ci95": bootstrap_interval(gains),
     }
+
+
+def bootstrap_interval(gains: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of the mean of ``gains`` — per prompt ``(prompts,)``, or ``(runs, prompts)`` for
+    several runs on the same prompts — when the prompts (and the runs) are drawn again with
+    replacement, by a fixed draw. It says whether a gain is larger than what another set of prompts
+    (and another set of seeds) would move it by."""
+    gains = np.atleast_2d(gains)
+    runs, prompts = gains.shape
+    rng = np.random.default_rng(seed)
+    columns = rng.integers(0, prompts, (draws, prompts))
+    rows = rng.integers(0, runs, (draws, runs)) if runs > 1 else np.zeros((draws, 1), dtype=int)
+    means = gains[rows[:, :, None], columns[:, None, :]].mean(axis=(1, 2))
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
 CACHE_VERSION = 4  # bump when evaluation changes its results (2: our decoding loop; 3: generated ids scored; 4: BOS)
