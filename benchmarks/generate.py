@@ -1,7 +1,7 @@
 """Generation speed of SmolLM2 on built-in task prompts: our decoding loop against ``model.generate``.
 
-    python benchmarks/generate.py [--prompts 32] [--samples 4] [--batch-size 64] [--max-new-tokens 128]
-                                  [--dtype float32] [--greedy]
+    python benchmarks/generate.py [--model smollm2-135m-instruct] [--prompts 32] [--samples 4]
+                                  [--batch-size 64] [--max-new-tokens 128] [--dtype float32] [--greedy]
 
 Both contenders decode the same prompts in the same batches, in this process, one after the
 other, under the same seed. ``transformers`` is ``model.generate``: each prompt read once per
@@ -18,7 +18,7 @@ import torch
 
 import simper.generate
 from simper.generate import generate
-from simper.models import load_model, load_tokenizer
+from simper.models import best_device, load_model, load_tokenizer
 from simper.tasks import make_tasks
 
 
@@ -44,6 +44,7 @@ def transformers_decode(model, input_ids, attention_mask, *, max_new_tokens, sto
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -51,8 +52,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--greedy", action="store_true", help="one greedy answer per prompt (simper eval)")
     args = parser.parse_args()
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
-    model = load_model("smollm2-135m-instruct", torch_dtype=args.dtype)
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, torch_dtype=args.dtype).to(best_device())
     tasks = make_tasks(args.prompts, seed=7, split="train")
     prompts = [[{"role": "user", "content": t["prompt"]}] for t in tasks]
     sampling = (

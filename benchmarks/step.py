@@ -146,6 +146,7 @@ def run_contender(args: argparse.Namespace) -> dict:
 def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
     import torch
 
+    from simper.attention import layout_for
     from simper.data.collate import PairCollator
     from simper.logprobs import SequenceLogpsModel
     from simper.objectives import get_objective
@@ -157,7 +158,7 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
     if args.contender == "sft":
         collate = PairCollator(tokenizer.pad_token_id, "separate", padding_free=False)
     else:
-        layout = "separate" if args.contender == "simper-plain" else "shared-prompt"
+        layout = layout_for(model, "separate" if args.contender == "simper-plain" else "shared-prompt")
         collate = PairCollator(tokenizer.pad_token_id, layout, padding_free=args.contender == "simper")
         policy = SequenceLogpsModel(model)
         objective = get_objective("simper")

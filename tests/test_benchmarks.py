@@ -69,3 +69,16 @@ def test_memory_points_and_plot(tmp_path):
     rows = json.loads((tmp_path / "memory.json").read_text())
     assert [(r["length"], r["vocab"]) for r in rows] == [(64, 2000), (128, 2000), (128, 1000), (128, 4000)]
     assert (tmp_path / "memory.png").stat().st_size > 10_000
+
+
+def test_gpu_check_says_it_needs_a_gpu_on_a_machine_without_one():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: run benchmarks/gpu_check.py itself")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True)
+    assert done.returncode == 2 and "no CUDA device here" in done.stderr
+    parts = _module("gpu_check").parts("tiny-random-llama", Path("out"))
+    for _, command, _, _ in parts:  # every script and test file it runs exists; the limits fit 8 minutes
+        assert Path(command[1] if command[1] != "-m" else command[-1]).exists(), command
+    assert sum(limit for *_, limit in parts) <= 8 * 60

@@ -46,7 +46,9 @@ class ModelConfig:
     )
     torch_dtype: str = _field("float32", f"dtype the weights are loaded in: {', '.join(DTYPES)}")
     attn_implementation: str | None = _field(
-        None, "attention kernel: eager, sdpa, flash_attention_2 (default: the model's)"
+        None,
+        "attention kernel: sdpa, eager, flex_attention (GPU training), flash_attention_2 (separate rows) "
+        "(default: the model's)",
     )
     trust_remote_code: bool = _field(False, "run modelling code shipped with a hub model (off unless you trust it)")
     revision: str | None = _field(None, "hub branch, tag or commit of the model")

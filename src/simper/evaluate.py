@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from simper import models
+from simper.attention import layout_for
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
@@ -124,7 +125,7 @@ def score_ids(
     a response that finished ends in its stop token, one cut off at ``max_new_tokens`` does not."""
     values = [(0.0, 0)] * len(responses)
     todo = [i for i, response in enumerate(responses) if response]
-    collate = PairCollator(0)
+    collate = PairCollator(0, layout_for(model, "shared-prompt"))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]  # the rejected slot holds one token, not read
         batch = collate([TokenizedPair(prompts[i], responses[i], responses[i][:1]) for i in chunk])
@@ -174,7 +175,7 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
     if not pairs:
         return {}
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
-    collate = PairCollator(tokenizer.pad_token_id)
+    collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt"))
     chosen, rejected = [], []
     for start in range(0, len(tokenized), batch_size):
         batch = collate(tokenized[start : start + batch_size]).to(next(model.parameters()).device)

@@ -145,9 +145,10 @@ def decode(
     """
     accepts = inspect.signature(model.forward).parameters
     head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+    cache_argument = "cache" if "cache" in accepts else "past_key_values"  # renamed in transformers 5
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **head)
-    cache = out.past_key_values
+    cache = getattr(out, cache_argument)
     if num_samples > 1:
         cache.batch_repeat_interleave(num_samples)
         out.logits = out.logits.repeat_interleave(num_samples, dim=0)
@@ -181,8 +182,8 @@ def decode(
             input_ids=tokens[:, None],
             attention_mask=attention_mask,
             position_ids=position,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_argument: cache},
         )
     return outputs, logps.tolist()
 

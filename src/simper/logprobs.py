@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from simper.attention import kernel_mask
 from simper.data.collate import ModelCall, PreferenceBatch
 
 CHUNK_VOCAB = 32_768  # chunk sizes are stated at this vocabulary and scaled down for larger ones
@@ -122,9 +123,12 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
             recomputed in backward. ``0`` computes all response positions in one piece.
     """
     decoder, head, softcap = _decoder_and_head(model)
+    mask = call.attention_mask
+    if mask is not None and mask.ndim == 4:  # the shared-prompt mask, in the form this kernel reads
+        mask = kernel_mask(mask, model, decoder.get_input_embeddings().weight.dtype)
     hidden = decoder(
         input_ids=call.input_ids,
-        attention_mask=call.attention_mask,
+        attention_mask=mask,
         position_ids=call.position_ids,
         use_cache=False,
     ).last_hidden_state  # (S, T, H)

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
-from simper import models
+from simper import attention, models
 from simper.config import TrainConfig, save_config
 from simper.console import Progress, flatten, log
 from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
@@ -132,7 +132,8 @@ def setup(config: TrainConfig) -> Run:
             SequenceLogpsModel(reference_model, t.logits_chunk_size), evaluation_mode=True
         )
 
-    collate = PairCollator(tokenizer.pad_token_id, t.layout, t.padding_free)
+    attention.check_trainable(model, accelerator.device)
+    collate = PairCollator(tokenizer.pad_token_id, attention.layout_for(model, t.layout), t.padding_free)
     sampler = EpochSampler(len(data.train), t.seed)
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     eval_loader = (

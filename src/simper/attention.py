@@ -1,0 +1,118 @@
+"""Which masks each attention kernel honours, and the shared-prompt mask in the form it expects.
+
+The shared-prompt layout (``data/collate.py``) needs a mask that is not plain causal: the rejected
+response sees the prompt and itself, never the chosen response. transformers hands a 4D mask to the
+attention kernel unchanged, and each kernel reads it its own way:
+
+- ``eager`` *adds* the mask to the scores, so it must be additive float: 0 where a key is visible,
+  the dtype's minimum elsewhere. A boolean mask adds 0 or 1 and masks nothing (every token would see
+  the future, and the rejected response the chosen one).
+- ``sdpa`` passes it to ``torch.nn.functional.scaled_dot_product_attention``, whose contract is a
+  boolean mask (True = may attend).
+- ``flex_attention`` takes a ``BlockMask``; a dense tensor would become an additive score
+  modification (a boolean one crashed torch 2.13's CPU kernel).
+- ``flash_attention_2/3/4`` take no 4D mask at all, only 2D padding masks: the shared-prompt layout
+  falls back to separate rows for them (said once), which is correct and what they are fast at.
+
+Any other implementation is not known to honour a custom mask: asking for the shared-prompt layout
+with it is an error that says what to set. A boolean ``(S, 1, T, T)`` mask, as the collator builds
+it, is the one form the rest of simper knows; :func:`kernel_mask` is the one place it is turned into
+what the model's kernel expects, once per model call.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from simper.errors import UserError
+
+MASK_FORMS = {"eager": "additive", "sdpa": "boolean", "flex_attention": "block"}
+"""How each implementation takes a custom 4D mask; the ones not listed are not known to take one."""
+
+NO_CUSTOM_MASK = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
+"""Known to take only 2D padding masks: the shared-prompt layout falls back to separate rows."""
+
+_told: set[str] = set()  # implementations whose fall-back has been said (once per process)
+
+
+def implementation(model: nn.Module) -> str:
+    """The attention implementation a Hugging Face model (optionally peft-wrapped) runs with."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    return getattr(config, "_attn_implementation", None) or "eager"
+
+
+def layout_for(model: nn.Module, layout: str) -> str:
+    """The batch layout to use with ``model``'s attention kernel when ``layout`` is asked for.
+
+    Raises:
+        UserError: shared-prompt asked for with an implementation not known to honour a custom mask.
+    """
+    name = implementation(model)
+    if layout != "shared-prompt" or name in MASK_FORMS:
+        return layout
+    if name in NO_CUSTOM_MASK:
+        if name not in _told:
+            _told.add(name)
+            print(
+                f"simper: {name} takes no custom attention mask, so the pairs go as separate "
+                "[prompt, chosen] and [prompt, rejected] rows (training.layout=separate) instead of shared-prompt",
+                file=sys.stderr,
+                flush=True,
+            )
+        return "separate"
+    raise _unsupported(name)
+
+
+def kernel_mask(visible: torch.Tensor, model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """The ``(S, 1, T, T)`` boolean mask ``visible`` (True = query may attend to key) in the form
+    ``model``'s attention kernel expects; ``dtype`` is the dtype of its attention scores.
+
+    Raises:
+        UserError: the kernel is not known to honour a custom mask (never passed silently).
+    """
+    form = MASK_FORMS.get(implementation(model))
+    if form == "boolean":
+        return visible
+    if form == "additive":
+        return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(
+            ~visible, torch.finfo(dtype).min
+        )
+    if form == "block":
+        return _block_mask(visible)
+    raise _unsupported(implementation(model))
+
+
+def check_trainable(model: nn.Module, device: torch.device) -> None:
+    """Refuse, before the first step, a kernel that cannot run a backward pass on ``device``.
+
+    Raises:
+        UserError: flex_attention on CPU (torch implements its backward for GPUs only).
+    """
+    if implementation(model) == "flex_attention" and device.type == "cpu":
+        raise UserError(
+            "model.attn_implementation=flex_attention has no backward pass on CPU in torch "
+            f"{torch.__version__}; train on CPU with sdpa (the default) or eager"
+        )
+
+
+def _unsupported(name: str) -> UserError:
+    return UserError(
+        f"model.attn_implementation={name!r} is not known to honour the custom attention mask that "
+        f"training.layout=shared-prompt needs; set training.layout=separate, or model.attn_implementation to one "
+        f"of {', '.join(MASK_FORMS)}"
+    )
+
+
+def _block_mask(visible: torch.Tensor):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rows, _, length, _ = visible.shape
+
+    def mask_mod(batch, head, query, key):
+        return visible[batch, 0, query, key]
+
+    return create_block_mask(mask_mod, rows, None, length, length, device=visible.device)

@@ -1,0 +1,189 @@
+"""Every attention kernel gives the same log-probs, gradients and greedy text in every batch layout.
+
+The reference is each sequence alone, unpadded, through the model's own forward and full-vocabulary
+logits under sdpa: nothing of ours on its path. Three architecture families whose attention code
+differs (Llama with a tied head, Qwen2 and GPT-NeoX with untied heads) are built in-process.
+
+``SIMPER_TEST_DEVICE=cuda`` runs the same tests on a GPU (``benchmarks/gpu_check.py`` does), where
+flex_attention also runs backward and flash_attention_2 joins when it is installed. On CPU,
+flex_attention has no backward in torch, so it is checked on values only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+from simper import attention
+from simper.data.collate import LAYOUTS, PairCollator
+from simper.data.tokenize import TokenizedPair
+from simper.errors import UserError
+from simper.generate import encode_prompts, generate
+from simper.logprobs import sequence_logps
+
+DEVICE = torch.device(os.environ.get("SIMPER_TEST_DEVICE", "cpu"))
+CUDA = DEVICE.type == "cuda"
+PAD = 0
+VOCAB = 512  # the tiny tokenizer's size, so the generation test can decode text
+
+SIZES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+ARCHITECTURES = {
+    "llama-tied": lambda: LlamaConfig(vocab_size=VOCAB, num_key_value_heads=2, tie_word_embeddings=True, **SIZES),
+    "qwen2-untied": lambda: Qwen2Config(vocab_size=VOCAB, num_key_value_heads=2, tie_word_embeddings=False, **SIZES),
+    "gpt-neox-untied": lambda: GPTNeoXConfig(vocab_size=VOCAB, tie_word_embeddings=False, rotary_pct=0.5, **SIZES),
+}
+IMPLEMENTATIONS = ["eager", "sdpa", "flex_attention"] + (
+    ["flash_attention_2"] if CUDA and importlib.util.find_spec("flash_attn") else []
+)
+
+
+@pytest.fixture(autouse=True)
+def _exact_matmuls():
+    if CUDA:  # TF32 would round every matmul to 10 mantissa bits: compare kernels, not precisions
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+
+def _model(architecture: str, implementation: str, dtype: torch.dtype = torch.float32):
+    """The same weights (seed 0, scaled up so attention is far from uniform) under ``implementation``."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(ARCHITECTURES[architecture](), attn_implementation=implementation)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                parameter.mul_(3.0)
+    return model.to(DEVICE, dtype).eval()
+
+
+def _pairs() -> list[TokenizedPair]:
+    rng = random.Random(0)
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(5, VOCAB) for _ in range(n)]
+
+    return [TokenizedPair(ids(p), ids(c), ids(r)) for p, c, r in ((4, 8, 3), (1, 5, 9), (7, 2, 2), (3, 1, 6))]
+
+
+def _reference(model, pairs) -> torch.Tensor:
+    """Σ log π over each response, each sequence alone through the model's own full logits."""
+    sums = []
+    for side in ("chosen", "rejected"):
+        for pair in pairs:
+            ids = torch.tensor([pair.prompt + getattr(pair, side)], device=DEVICE)
+            logps = model(input_ids=ids).logits.float()[0, :-1].log_softmax(-1)
+            sums.append(logps.gather(-1, ids[0, 1:, None]).squeeze(-1)[len(pair.prompt) - 1 :].sum())
+    return torch.stack(sums)
+
+
+def _grads(model) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_logps_and_gradients_equal_under_every_kernel_and_layout(architecture, implementation, layout, padding_free):
+    flash = implementation.startswith("flash")
+    dtype = torch.bfloat16 if flash else torch.float32  # flash kernels run in half precision only
+    reference_model = _model(architecture, "sdpa", dtype)
+    pairs = _pairs()
+    weights = torch.arange(1.0, 2 * len(pairs) + 1, device=DEVICE)  # distinct: slots must not mix
+    expected = _reference(reference_model, pairs)
+    (expected * weights).sum().backward()
+    expected_grads = _grads(reference_model)
+
+    model = _model(architecture, implementation, dtype)
+    batch = PairCollator(PAD, attention.layout_for(model, layout), padding_free)(_pairs()).to(DEVICE)
+    backward = not (implementation == "flex_attention" and not CUDA)  # torch: no flex backward on CPU
+    with torch.set_grad_enabled(backward):
+        try:
+            sums, counts = sequence_logps(model, batch)
+        except Exception as err:
+            if implementation == "flex_attention" and not CUDA and type(err).__name__ == "InductorError":
+                pytest.skip(f"torch {torch.__version__} cannot compile this flex_attention shape for CPU")
+            raise
+    tolerance = dict(atol=5e-2, rtol=2e-2) if flash else dict(atol=1e-4, rtol=1e-5)
+    assert_close(sums, expected.detach(), **tolerance)
+    assert counts.tolist() == [float(len(p.chosen)) for p in pairs] + [float(len(p.rejected)) for p in pairs]
+    if backward:
+        (sums * weights).sum().backward()
+        for got, want in zip(_grads(model), expected_grads, strict=True):
+            assert_close(got, want, **(dict(atol=5e-2, rtol=5e-2) if flash else dict(atol=1e-4, rtol=1e-4)))
+
+
+def test_eager_gets_an_additive_mask_sdpa_a_boolean_one_flex_a_block_mask():
+    visible = PairCollator(PAD)([TokenizedPair([11, 12], [21, 22, 23], [31, 32])]).calls[0].attention_mask
+    additive = attention.kernel_mask(visible, _model("llama-tied", "eager"), torch.bfloat16)
+    assert additive.dtype == torch.bfloat16
+    assert (additive[visible] == 0).all() and (additive[~visible] == torch.finfo(torch.bfloat16).min).all()
+    assert attention.kernel_mask(visible, _model("llama-tied", "sdpa"), torch.float32) is visible
+    block = attention.kernel_mask(visible.to(DEVICE), _model("llama-tied", "flex_attention"), torch.float32)
+    assert type(block).__name__ == "BlockMask"
+
+
+def test_a_kernel_without_custom_masks_falls_back_to_separate_rows_and_says_so_once(capsys, monkeypatch):
+    monkeypatch.setattr(attention, "_told", set())
+    model = _model("llama-tied", "sdpa")
+    model.config._attn_implementation = "flash_attention_2"  # what the check reads; no flash kernel runs here
+    assert attention.layout_for(model, "shared-prompt") == "separate"
+    assert attention.layout_for(model, "shared-prompt") == "separate"
+    assert attention.layout_for(model, "separate") == "separate"
+    assert capsys.readouterr().err.count("flash_attention_2 takes no custom attention mask") == 1
+
+
+def test_an_unknown_kernel_is_never_handed_a_custom_mask():
+    model = _model("llama-tied", "sdpa")
+    model.config._attn_implementation = "kernels-community/some-attention"
+    with pytest.raises(UserError, match=r"set training.layout=separate"):
+        attention.layout_for(model, "shared-prompt")
+    assert attention.layout_for(model, "separate") == "separate"
+    batch = PairCollator(PAD, "shared-prompt")(_pairs())  # built without asking layout_for
+    with pytest.raises(UserError, match=r"not known to honour the custom attention mask"):
+        sequence_logps(model, batch.to(DEVICE))
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU refusal")
+def test_training_with_flex_attention_on_cpu_is_refused_up_front():
+    with pytest.raises(UserError, match="flex_attention has no backward pass on CPU"):
+        attention.check_trainable(_model("llama-tied", "flex_attention"), torch.device("cpu"))
+    attention.check_trainable(_model("llama-tied", "eager"), torch.device("cpu"))
+
+
+def _decode_both_ways(model, tokenizer, prompts) -> list[list[int]]:
+    """Greedy token ids from our decoding loop (one batch, left-padded), checked against transformers'
+    own ``model.generate`` on each prompt alone."""
+    ours = generate(model, tokenizer, prompts, max_new_tokens=12, progress=False).ids
+    for prompt, (ids,) in zip(prompts, ours, strict=True):
+        prefix = torch.tensor(encode_prompts(tokenizer, [prompt]), device=DEVICE)
+        out = model.generate(
+            input_ids=prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=12, do_sample=False,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=PAD,
+        )  # fmt: skip
+        assert out[0, prefix.shape[1] :].tolist()[: len(ids)] == ids
+    return [ids for (ids,) in ours]
+
+
+# On CPU, flex decoding goes through torch's inductor, which takes ~15 s a shape and fails to compile
+# some (torch 2.13): those cases run with `pytest -m slow` and skip, saying so, where it fails.
+DECODERS = ["eager", pytest.param("flex_attention", marks=[] if CUDA else pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("implementation", DECODERS)
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_greedy_text_is_the_same_under_every_kernel_and_both_decoders(architecture, implementation, tokenizer):
+    prompts = ["What is 2 + 3?", [{"role": "user", "content": "Write one word in lowercase."}], "Hi"]
+    expected = _decode_both_ways(_model(architecture, "sdpa"), tokenizer, prompts)
+    model = _model(architecture, implementation)
+    try:
+        got = _decode_both_ways(model, tokenizer, prompts)
+    except Exception as err:
+        if implementation == "flex_attention" and not CUDA:  # torch 2.13's inductor cannot build CPU flex decoding
+            pytest.skip(f"flex_attention cannot decode with a KV cache on this CPU: {type(err).__name__}")
+        raise
+    assert got == expected
