@@ -40,6 +40,19 @@ KEYS = [
     "kl_to_baseline",
     "ppl_density.mean",
     "ppl_density.peak",
+    "loop_share",
+    "cutoff_share",
+    "distinct_2",
+    "sample_distinct_2",
+    "sample_unique_share",
+    "by_phrasing.seen.mean_reward",
+    "by_phrasing.seen.prompt_accuracy",
+    "by_phrasing.seen.math_accuracy",
+    "by_phrasing.unseen.mean_reward",
+    "by_phrasing.unseen.prompt_accuracy",
+    "by_phrasing.unseen.instruction_accuracy",
+    "by_phrasing.unseen.math_accuracy",
+    "by_phrasing.unseen.loop_share",
 ]
 
 
@@ -59,13 +72,15 @@ def main() -> None:
     parser.add_argument("--num-prompts", type=int, default=256, help="held-out prompts per evaluation")
     parser.add_argument("--prompt-seed", type=int, default=1, help="seed that draws the held-out prompts")
     parser.add_argument("--num-pairs", type=int, default=0, help="held-out pairs scored (0: all)")
+    parser.add_argument("--prompt-split", default="both", help="simper eval --prompt-split (default both)")
     args = parser.parse_args()
     evaluation = ["--num-prompts", str(args.num_prompts), "--seed", str(args.prompt_seed), "--max-new-tokens", "128"]
+    evaluation += ["--prompt-split", args.prompt_split]
     evaluation += ["--num-pairs", str(args.num_pairs)] if args.num_pairs else []
     results, per_prompt, minutes = [], [], []
     for seed in args.seeds:
         out = f"runs/seed-{seed}"
-        report = Path(out, f"eval-{args.num_prompts}-{args.prompt_seed}-{args.num_pairs or 'all'}")
+        report = Path(out, f"eval-{args.prompt_split}-{args.num_prompts}-{args.prompt_seed}-{args.num_pairs or 'all'}")
         start = time.time()
         if not Path(out, "model.safetensors").exists():
             train = [
@@ -98,9 +113,36 @@ def main() -> None:
     for seed, r in zip(args.seeds, results, strict=True):
         low, high = r["reward_gain_ci95"]
         print(f"  seed {seed}: {r['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]")
-    gains = np.array([[row["reward"] - row["baseline_reward"] for row in rows] for rows in per_prompt])
-    low, high = bootstrap_interval(gains)
-    print(f"  all seeds: {gains.mean():+.3f} [{low:+.3f}, {high:+.3f}] (seeds and prompts both resampled)")
+    for group in ("all", "seen", "unseen"):
+        gains = np.array(
+            [
+                [row["reward"] - row["baseline_reward"] for row in rows if group in ("all", row.get("phrasing"))]
+                for rows in per_prompt
+            ]
+        )
+        if gains.size:
+            low, high = bootstrap_interval(gains)
+            print(
+                f"  all seeds, {group} prompts ({gains.shape[1]}): {gains.mean():+.3f} [{low:+.3f}, {high:+.3f}] "
+                "(seeds and prompts both resampled)"
+            )
+    families = {}  # constraint family -> per seed, (checks met by the model, by the start, total)
+    for seed_rows in per_prompt:
+        for row in seed_rows:
+            if row.get("phrasing") != "unseen" or row.get("kind") != "instructions":
+                continue
+            base = row["baseline_results"]
+            for key, ok in row["results"].items():
+                family = key.split(":", 1)[1]
+                families.setdefault(family, [0, 0, 0])
+                families[family][0] += ok
+                families[family][1] += base[key]
+                families[family][2] += 1
+    if families:
+        seeds = len(per_prompt)
+        print(f"\nheld-out wording, checks met per constraint family, summed over {seeds} seeds (start → trained):")
+        for family, (after, before, total) in sorted(families.items(), key=lambda kv: kv[1][0] - kv[1][1]):
+            print(f"  {family:18s} {before:4d} → {after:4d} of {total}")
     if minutes:
         print(f"minutes per seed (train + eval): {', '.join(f'{m:.1f}' for m in minutes)}", file=sys.stderr)
 

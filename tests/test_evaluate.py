@@ -38,9 +38,13 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert len(rows) == 6 and all("reward" in r and "log_ppl" in r for r in rows)
     assert all(r["baseline_reward"] == r["reward"] for r in rows)
     assert result["reward_gain"] == 0.0 and result["reward_gain_ci95"] == [0.0, 0.0]
+    assert sorted(result["by_phrasing"]) == ["seen", "unseen"]  # half each, reported apart
+    assert [result["by_phrasing"][g]["prompts"] for g in ("seen", "unseen")] == [3, 3]
+    assert all(result["by_phrasing"][g]["reward_gain"] == 0.0 for g in ("seen", "unseen"))
+    assert 0 <= result["loop_share"] <= 1 and 0 < result["sample_distinct_2"] <= 1
     assert (tmp_path / "out" / "ppl_density.png").stat().st_size > 10_000
     out = capsys.readouterr()
-    assert "held-out preference accuracy" in out.out and "reward gain (95% interval" in out.out
+    assert "held-out preference accuracy" in out.out and "reward gain, all prompts" in out.out
     assert main(args) == 0
     assert "cached evaluation" in capsys.readouterr().err
     pairs.write_text(EXAMPLE_PAIRS.read_text().splitlines()[0] + "\n")  # edited held-out pairs: not stale

@@ -137,7 +137,8 @@ def test_vllm_backend_pairs_and_eval_with_a_stand_in_engine(tiny_model_dir, tmp_
     assert main([*args, "--max-new-tokens", "6", "--num-pairs", "5"]) == 0
     result = json.loads((evaluation / "eval.json").read_text())
     assert result["mean_length"] == 1.0 and result["pairs"] == 5  # greedy: n=1, one token; 5 held-out pairs
-    assert fake.requests[-1][1].temperature == 0.0
+    greedy, sampled = (params for _, params in fake.requests[-2:])  # the answers, then the diversity samples
+    assert (greedy.n, greedy.temperature) == (1, 0.0) and (sampled.n, sampled.temperature) == (4, 0.8)
 
 
 def test_decode_matches_model_generate_greedy(tiny_model_dir):

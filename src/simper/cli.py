@@ -111,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the built-in prompts")
     evaluate.add_argument(
+        "--prompt-split",
+        default="both",
+        choices=["both", "heldout", "heldout-phrasing"],
+        help="built-in prompts: held out in training's wording, in wording training never saw, or half each, "
+        "reported apart (default both)",
+    )
+    evaluate.add_argument(
+        "--diversity-prompts",
+        type=int,
+        default=16,
+        help="prompts also sampled 4 times to measure the diversity of samples (default 16; 0 = skip)",
+    )
+    evaluate.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
     )
     evaluate.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
@@ -248,6 +261,8 @@ def run_eval(args: argparse.Namespace) -> int:
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "prompt_split": args.prompt_split,
+        "diversity_prompts": args.diversity_prompts,
         "backend": args.backend,
         "trust_remote_code": args.trust_remote_code,
     }
@@ -259,6 +274,8 @@ def run_eval(args: argparse.Namespace) -> int:
         metrics["baseline"] = baseline[0]
         rows, comparison = compare_rewards(rows, baseline[1])
         metrics.update(comparison)
+        for group, values in metrics.get("by_phrasing", {}).items():
+            values.update(compare_rewards([r for r in rows if r.get("phrasing") == group], baseline[1])[1])
         metrics["kl_to_baseline"] = kl_to_baseline(args.baseline, rows, args.trust_remote_code)
         curves[f"baseline {Path(args.baseline).name}"] = baseline[0]["ppl_density"]
     write_results(output, metrics, rows)
@@ -277,28 +294,41 @@ EVAL_ROWS = (
     ("margin", "held-out margin (mean log-prob)"),
     ("logps_chosen", "held-out chosen mean log-prob"),
     ("mean_length", "mean response length (tokens)"),
+    ("loop_share", "answers in a repetition loop"),
+    ("cutoff_share", "answers cut off at the length cap"),
+    ("distinct_2", "distinct-2 over all answers"),
+    ("sample_distinct_2", "distinct-2 within 4 samples of a prompt"),
     ("kl_to_baseline", "KL to baseline (nats per response)"),
 )
+PHRASING_LABELS = {"seen": "training's wording", "unseen": "unseen wording"}
 
 
 def format_eval_table(metrics: dict) -> str:
-    """A short before/after table: metric, baseline (if any), model."""
+    """A short before/after table: metric, baseline (if any), model; then the reward gain overall and
+    for each wording of the prompts."""
     baseline = metrics.get("baseline")
-    lines = [f"{'metric':<38}{'baseline':>12}{'model':>12}" if baseline else f"{'metric':<38}{'model':>12}"]
+    lines = [f"{'metric':<42}{'baseline':>12}{'model':>12}" if baseline else f"{'metric':<42}{'model':>12}"]
     for key, label in EVAL_ROWS:
         if key not in metrics:
             continue
         before = (f"{baseline[key]:>12.3f}" if key in baseline else f"{'–':>12}") if baseline else ""
-        lines.append(f"{label:<38}{before}{metrics[key]:>12.3f}")
+        lines.append(f"{label:<42}{before}{metrics[key]:>12.3f}")
     if baseline:
         lines.append(
-            f"{'win / tie / loss vs baseline':<38}{'':>12}"
+            f"{'win / tie / loss vs baseline':<42}{'':>12}"
             f"{metrics['win_rate']:.2f}/{metrics['tie_rate']:.2f}/{metrics['loss_rate']:.2f}".rjust(12)
         )
-    if "reward_gain_ci95" in metrics:
-        low, high = metrics["reward_gain_ci95"]
-        gain = f"{metrics['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
-        lines.append(f"{'reward gain (95% interval, prompts)':<38}{gain:>24}")
+    groups = [
+        ("all prompts", metrics),
+        *((PHRASING_LABELS.get(g, g), m) for g, m in metrics.get("by_phrasing", {}).items()),
+    ]
+    for label, values in groups:
+        if "reward_gain_ci95" in values:
+            low, high = values["reward_gain_ci95"]
+            gain = f"{values['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            lines.append(f"{'reward gain, ' + label:<42}{gain:>24}  ({values['prompts']} prompts, 95% interval)")
+        elif label != "all prompts":
+            lines.append(f"{'mean reward, ' + label:<42}{values['mean_reward']:>24.3f}  ({values['prompts']} prompts)")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from simper.attention import layout_for
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
+from simper.diversity import degeneration, is_looping, sample_diversity
 from simper.generate import TransformersGenerator, encode_prompts, load_generator
 from simper.logprobs import sequence_logps
 from simper.pairs import as_messages, read_prompts
@@ -48,18 +49,31 @@ def evaluate_model(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     seed: int = 0,
+    prompt_split: str = "both",
+    diversity_prompts: int = 16,
     backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate one model; returns ``(metrics, generations)``. The prompt and pair files are read
-    first, so a bad row stops the run before any generation."""
+    first, so a bad row stops the run before any generation.
+
+    ``prompt_split`` picks the built-in prompts: ``heldout`` (training's wording, prompts it never
+    saw), ``heldout-phrasing`` (wording it never saw) or ``both`` (half each, reported apart).
+    ``diversity_prompts`` of them are also sampled 4 times each (temperature 0.8, top-p 0.95) to
+    measure how diverse the model's samples are."""
     tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
     held_out, _ = read_pairs(pairs if pairs is not None else [str(HELDOUT_PAIRS)], "test", [])
     held_out = held_out[:num_pairs] if num_pairs > 0 else held_out
-    tasks = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split="heldout")
+    tasks = read_prompts(prompts) if prompts else builtin_prompts(num_prompts, seed, prompt_split)
     generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
     messages = [as_messages(task["prompt"]) for task in tasks]
     result = generator(tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    sampling = dict(num_samples=DIVERSITY_SAMPLES, temperature=0.8, top_p=0.95, batch_size=batch_size, seed=seed)
+    samples = (
+        generator(tokenizer, messages[:diversity_prompts], max_new_tokens=max_new_tokens, **sampling).texts
+        if diversity_prompts > 0
+        else []
+    )
     if isinstance(generator, TransformersGenerator):
         model = generator.model.eval()
     else:  # the vLLM engine leaves the GPU before the transformers model scores the responses
@@ -78,11 +92,20 @@ def evaluate_model(
         if "kind" in task:
             checked = score(task, texts[0])
             row.update(kind=task["kind"], reward=checked.reward, results=checked.results)
+        if "phrasing" in task:
+            row["phrasing"] = task["phrasing"]
+        row["looping"] = is_looping(texts[0])
         generations.append(row)
 
     metrics: dict[str, Any] = {"model": model_name, "prompts": len(tasks)}
-    metrics.update(task_metrics(generations))
-    metrics["mean_length"] = sum(g["tokens"] for g in generations) / max(len(generations), 1)
+    metrics.update(text_metrics(generations))
+    metrics.update(sample_diversity(samples))
+    groups = {row["phrasing"] for row in generations if "phrasing" in row}
+    if len(groups) > 1:
+        metrics["by_phrasing"] = {
+            group: text_metrics([row for row in generations if row.get("phrasing") == group])
+            for group in sorted(groups)
+        }
     metrics["samples_per_s"] = result.samples_per_s
     if result.logps is not None:  # summed while decoding: the very tokens, no second pass
         scored = [(logps[0], len(ids[0])) for logps, ids in zip(result.logps, result.ids, strict=True)]
@@ -94,6 +117,28 @@ def evaluate_model(
     metrics["ppl_density"] = density(log_ppl)
     metrics.update(pair_metrics(model, tokenizer, held_out))
     return metrics, generations
+
+
+DIVERSITY_SAMPLES = 4
+
+
+def builtin_prompts(count: int, seed: int, split: str) -> list[dict[str, Any]]:
+    """``count`` held-out built-in prompts: of ``split``, or half of each held-out split for ``both``."""
+    if split == "both":
+        return make_tasks(count - count // 2, seed=seed, split="heldout") + make_tasks(
+            count // 2, seed=seed, split="heldout-phrasing"
+        )
+    return make_tasks(count, seed=seed, split=split)
+
+
+def text_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
+    """Task accuracy, mean length, and the degeneration measures of a set of generations."""
+    return {
+        "prompts": len(generations),
+        **task_metrics(generations),
+        "mean_length": sum(g["tokens"] for g in generations) / max(len(generations), 1),
+        **degeneration([g["response"] for g in generations], [g["finished"] for g in generations]),
+    }
 
 
 def task_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
@@ -196,11 +241,20 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
 def compare_rewards(
     model_rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The model's rows, each with the baseline's reward for its prompt (``baseline_reward``), and per
-    prompt the model's reward above, equal to, or below it; with the mean reward gain and its 95%
-    interval over re-drawn prompts (:func:`bootstrap_interval`)."""
-    baseline = {row["id"]: row["reward"] for row in baseline_rows if "reward" in row}
-    rows = [{**row, "baseline_reward": baseline[row["id"]]} if row["id"] in baseline else row for row in model_rows]
+    """The model's rows, each with the baseline's reward and checks for its prompt (``baseline_reward``,
+    ``baseline_results``), and per prompt the model's reward above, equal to, or below it; with the
+    mean reward gain and its 95% interval over re-drawn prompts (:func:`bootstrap_interval`)."""
+    baseline = {row["id"]: row for row in baseline_rows if "reward" in row}
+    rows = [
+        {
+            **row,
+            "baseline_reward": baseline[row["id"]]["reward"],
+            "baseline_results": baseline[row["id"]].get("results"),
+        }
+        if row["id"] in baseline
+        else row
+        for row in model_rows
+    ]
     gains = np.array(
         [row["reward"] - row["baseline_reward"] for row in rows if "baseline_reward" in row and "reward" in row]
     )
@@ -229,7 +283,7 @@ def bootstrap_interval(gains: np.ndarray, draws: int = 2000, seed: int = 0) -> l
     return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
-CACHE_VERSION = 4  # bump when evaluation changes its results (2: our decoding loop; 3: generated ids scored; 4: BOS)
+CACHE_VERSION = 5  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS; 5: phrasings)
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:

@@ -1,12 +1,15 @@
-"""Every constraint type has a passing and a failing response; prompts are distinct and splits disjoint."""
+"""Every constraint type has a passing and a failing response; prompts are distinct and splits disjoint;
+held-out wording shares no sentence with training wording."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from simper.tasks import make_tasks, score, split_of
+from simper.tasks import arithmetic, instructions, make_tasks, score, split_of
 from simper.tasks.arithmetic import final_number
-from simper.tasks.instructions import CONSTRAINTS, check, describe
+from simper.tasks.instructions import CONSTRAINTS, TRAIN_PHRASINGS, check, describe
 
 CASES = [
     ({"type": "lowercase"}, "all lower here.", "Not lower."),
@@ -39,7 +42,11 @@ def test_every_constraint_type_is_covered():
 def test_checker_passes_and_fails(constraint, good, bad):
     assert check(constraint, good)
     assert not check(constraint, bad)
-    assert describe(constraint)
+    sentences = [describe(constraint, i) for i in range(len(CONSTRAINTS[constraint["type"]].phrasings))]
+    assert len(set(sentences)) == len(sentences) >= TRAIN_PHRASINGS + 2  # ≥ 4 to train on, 2 held out
+    for value in (v for k, v in constraint.items() if k != "type"):  # every sentence states the parameters
+        for sentence in sentences:
+            assert all(str(item) in sentence for item in (value if isinstance(value, list) else [value]))
 
 
 def test_arithmetic_scoring_takes_the_final_number():
@@ -66,3 +73,52 @@ def test_prompts_are_distinct_reproducible_and_splits_never_overlap():
     kinds = {t["kind"] for t in train}
     assert kinds == {"instructions", "arithmetic"}
     assert all(1 <= len(t["constraints"]) <= 3 for t in train if t["kind"] == "instructions")
+
+
+def test_heldout_phrasing_prompts_share_no_sentence_template_topic_or_problem_wording_with_training():
+    train = make_tasks(600, seed=3)
+    unseen = make_tasks(300, seed=3, split="heldout-phrasing")
+    assert {t["phrasing"] for t in train} == {"seen"} and {t["phrasing"] for t in unseen} == {"unseen"}
+    seen = [c.phrasings[i] for c in CONSTRAINTS.values() for i in range(TRAIN_PHRASINGS)]
+    seen += instructions.TASKS + [w for wordings, _ in arithmetic.WORDINGS.values() for w in wordings]
+    seen += list(arithmetic.ANSWER_ASKS[0])
+    # each training sentence as a pattern that matches it with any numbers, names or words filled in
+    patterns = [re.compile(".+?".join(map(re.escape, re.split(r"\{\w+\}", sentence)))) for sentence in seen]
+    for task in unseen:
+        assert not any(pattern.search(task["prompt"]) for pattern in patterns), task["prompt"]
+        if task["kind"] == "instructions":
+            assert not any(f"about {topic}" in task["prompt"] for topic in instructions.TOPICS)
+    assert {t["kind"] for t in unseen} == {"instructions", "arithmetic"}
+    assert make_tasks(300, seed=3, split="heldout-phrasing") == unseen  # reproducible
+
+
+def test_every_arithmetic_wording_gives_the_right_answer():
+    import random
+
+    rng = random.Random(0)
+    for phrasing in ("seen", "unseen"):
+        for _ in range(400):
+            task = arithmetic.make_arithmetic_task(rng, phrasing)
+            numbers = [int(n) for n in re.findall(r"\d+", task["prompt"])]
+            assert task["answer"] >= 0
+            assert _solve(task["prompt"], numbers) == task["answer"], task["prompt"]
+
+
+def _solve(prompt: str, n: list[int]) -> int:
+    """Each wording solved from its own text, independently of the generator's arithmetic."""
+    text = prompt.lower()
+    if "doubled" in text:
+        return 2 * n[0] - n[1]
+    if "more" in text and "than" in text:
+        return n[0] - n[1]
+    if len(n) == 3:
+        if any(w in text for w in ("bags with", "jars and", "groups of")):
+            return n[0] * n[1] + n[2]
+        return n[0] + n[1] - n[2]
+    if any(w in text for w in ("equally", "evenly", "fairly")):
+        return n[0] // n[1]
+    if any(w in text for w in ("boxes with", "shelves holds", "every one of")):
+        return n[0] * n[1]
+    if any(w in text for w in ("gives away", "uses", "lost")):
+        return n[0] - n[1]
+    return n[0] + n[1]

@@ -13,7 +13,10 @@ from typing import Any
 
 from simper.tasks import arithmetic, instructions
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "heldout-phrasing")
+"""``train``: training prompts; ``heldout``: other prompts in the same wording (held out by a hash of
+the text); ``heldout-phrasing``: prompts whose constraint sentences, task templates, topics, framing
+and arithmetic problem templates no training prompt uses."""
 HELDOUT_BUCKETS = 5  # prompts whose hash falls in 5 of 100 buckets are held out, whatever the seed
 
 
@@ -32,16 +35,17 @@ def make_tasks(count: int, *, seed: int = 0, split: str = "train", math_fraction
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     rng = random.Random(f"{seed}:{split}")
+    phrasing = "unseen" if split == "heldout-phrasing" else "seen"
     tasks, seen = [], set()
     for _ in range(count * 400):
         if len(tasks) == count:
             break
         task = (
-            arithmetic.make_arithmetic_task(rng)
+            arithmetic.make_arithmetic_task(rng, phrasing)
             if rng.random() < math_fraction
-            else instructions.make_instruction_task(rng)
+            else instructions.make_instruction_task(rng, phrasing)
         )
-        if task["prompt"] in seen or split_of(task["prompt"]) != split:
+        if task["prompt"] in seen or (phrasing == "seen" and split_of(task["prompt"]) != split):
             continue
         seen.add(task["prompt"])
         tasks.append({"id": f"{split}-{seed}-{len(tasks):05d}", **task})
