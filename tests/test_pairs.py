@@ -49,6 +49,18 @@ def test_pairs_end_to_end_with_a_callable_reward_and_resume(tiny_model_dir, tmp_
     assert len((tmp_path / "pairs.jsonl.seen").read_text().split()) == 12
 
 
+def test_tie_break_prefers_an_answer_that_ended_over_a_loop_or_a_cut_off_one():
+    from simper.pairs import pick_pair
+
+    loop = "Once upon a time there was a cat. " * 12
+    sound = "A short answer that ended."
+    assert pick_pair([0.5, 0.5, 0.5], [loop, sound, "cut off here"], [False, True, False]) == (1, 0)
+    assert pick_pair([0.5, 0.5], [loop, sound], [False, True], tie_break="none") is None
+    assert pick_pair([0.5, 0.5], [sound, "Another that ended."], [True, True]) is None  # a real tie
+    # different scores: the score decides; among the best-scored, the sound one is chosen
+    assert pick_pair([1.0, 1.0, 0.0], [loop, sound, sound + "!"], [False, True, True]) == (1, 2)
+
+
 def test_builtin_reward_and_bad_reward(tiny_model_dir, tmp_path, capsys):
     assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 4, 6) == 0
     assert run_pairs(tiny_model_dir, tmp_path / "q.jsonl", 4, 6, "--reward", "no_such_module:f") == 2

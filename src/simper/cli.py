@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--output", required=True, help="pairs JSONL to write (appended to on a rerun)")
     pairs.add_argument("--prompts", help="prompt JSONL (field 'prompt': string or messages); default: built-in tasks")
     pairs.add_argument("--num-prompts", type=int, default=100, help="built-in task prompts to draw (default 100)")
-    pairs.add_argument("--split", default="train", choices=["train", "heldout"], help="built-in task split")
+    pairs.add_argument(
+        "--split", default="train", choices=["train", "heldout", "heldout-phrasing"], help="built-in task split"
+    )
     pairs.add_argument(
         "--reward", default="builtin", help="builtin (task checkers), module:function, or a reward-model folder/hub id"
     )
@@ -86,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
     pairs.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of prompt drawing and sampling")
+    pairs.add_argument(
+        "--tie-break",
+        default="degeneration",
+        choices=["degeneration", "none"],
+        help="between responses the reward scores alike, one that ended and does not loop beats one cut off or "
+        "looping (default); none: such prompts are dropped as ties",
+    )
     pairs.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
     )
@@ -152,6 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
 
+    iterate = commands.add_parser(
+        "iterate",
+        help="iterative on-policy rounds: sample pairs from the current model, train, evaluate, repeat",
+        description="Round r samples pairs from the model of round r-1 (the recipe's model first) on fresh built-in "
+        "training prompts, trains on them with the recipe, and evaluates against the starting model. Each step is "
+        "skipped once done, so a rerun resumes. key=value overrides apply to every round's training.",
+    )
+    iterate.add_argument("--config", metavar="YAML", help="the training recipe of every round (see configs/recipes/)")
+    iterate.add_argument("--rounds", type=int, default=3, help="rounds to run (default 3)")
+    iterate.add_argument("--prompts-per-round", type=int, default=400, help="fresh prompts sampled per round")
+    iterate.add_argument("--output", default="runs/iterate", help="folder for the rounds")
+    iterate.add_argument("--seed", type=int, default=0, help="round r draws its prompts with seed + r")
+    iterate.add_argument("--num-samples", type=int, default=4, help="responses sampled per prompt (default 4)")
+    iterate.add_argument("--pairs-max-new-tokens", type=int, default=256, help="sampling length cap (default 256)")
+    iterate.add_argument("--reward", default="builtin", help="reward of simper pairs (default: the task checkers)")
+    iterate.add_argument("--num-prompts", type=int, default=128, help="held-out prompts per evaluation (default 128)")
+    iterate.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation prompts (default 1)")
+    iterate.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
+    iterate.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
+    iterate.add_argument("--launcher", help="command that runs Python for each step (as in simper compare)")
+    iterate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every round")
+
     report = commands.add_parser(
         "report",
         help="rebuild a comparison report from run folders",
@@ -188,7 +219,8 @@ def run_pairs(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k != "command"}
     counts = make_pairs(**options)
     print(
-        f"simper: {counts['pairs']} pairs written to {args.output}, {counts['ties']} prompts dropped as ties, "
+        f"simper: {counts['pairs']} pairs written to {args.output} ({counts['tie_broken']} of them tie-broken), "
+        f"{counts['ties']} prompts dropped as ties, "
         f"{counts['skipped']} skipped (done before)",
         file=sys.stderr,
     )
@@ -215,6 +247,32 @@ def run_compare(args: argparse.Namespace) -> int:
     )
     print(_first_table((report.parent / "report.md").read_text()))
     print(f"simper: report in {report} and {report.parent / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def run_iterate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simper.iterate import iterate
+
+    path = iterate(
+        config_path=args.config,
+        overrides=args.overrides,
+        output=Path(args.output),
+        rounds=args.rounds,
+        prompts_per_round=args.prompts_per_round,
+        pairs_args=[
+            *("--num-samples", str(args.num_samples), "--max-new-tokens", str(args.pairs_max_new_tokens)),
+            *("--reward", args.reward),
+        ],
+        eval_args=[
+            *("--num-prompts", str(args.num_prompts), "--seed", str(args.eval_seed)),
+            *("--max-new-tokens", str(args.max_new_tokens), "--num-pairs", str(args.num_pairs)),
+        ],
+        seed=args.seed,
+        launcher=args.launcher,
+    )
+    print(f"simper: rounds in {path}", file=sys.stderr)
     return 0
 
 
@@ -358,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": run_train,
             "pairs": run_pairs,
             "eval": run_eval,
+            "iterate": run_iterate,
             "compare": run_compare,
             "report": run_report,
         }[args.command](args)

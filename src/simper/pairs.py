@@ -17,11 +17,13 @@ from typing import Any
 
 from simper import models
 from simper.data.sources import read_rows
+from simper.diversity import is_looping
 from simper.errors import UserError
 from simper.generate import load_generator
 from simper.rewards import load_reward
 from simper.tasks import make_tasks
 
+TIE_BREAKS = ("degeneration", "none")
 CHUNK = 256  # prompts generated per round
 
 
@@ -41,6 +43,25 @@ def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
     return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
 
 
+def pick_pair(
+    scores: list[float], responses: list[str], ended: list[bool], tie_break: str = "degeneration"
+) -> tuple[int, int] | None:
+    """``(chosen, rejected)`` indices among one prompt's samples, or None when they tie.
+
+    Ranked by score; with ``tie_break="degeneration"``, at equal score a response that ended on its
+    own and does not loop ranks above one that was cut off or loops.
+    """
+    ranks = [
+        (score, done and not is_looping(text)) if tie_break == "degeneration" else (score,)
+        for score, text, done in zip(scores, responses, ended, strict=True)
+    ]
+    best = max(range(len(ranks)), key=ranks.__getitem__)
+    worst = min(range(len(ranks)), key=ranks.__getitem__)
+    if ranks[best] == ranks[worst] or responses[best] == responses[worst]:
+        return None
+    return best, worst
+
+
 def make_pairs(
     *,
     model: str,
@@ -55,23 +76,32 @@ def make_pairs(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     seed: int = 0,
+    tie_break: str = "degeneration",
     backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> dict[str, int]:
     """Write pairs to ``output`` (JSONL), skipping prompts a previous run already handled.
 
+    The chosen response is the one the reward scores highest, the rejected one the lowest. With
+    ``tie_break="degeneration"``, between responses the reward scores alike one that ended on its
+    own and does not loop ranks above one cut off at the cap or caught in a repetition loop: such a
+    pair is written (marked ``tie_broken``) instead of dropped, and among the best-scored responses
+    a sound one is chosen, among the worst a degenerate one rejected.
+
     Returns:
-        Counts: prompts, pairs written, ties dropped, skipped (already done).
+        Counts: prompts, pairs written, of which tie-broken, ties dropped, skipped (already done).
     """
     if num_samples < 2:
         raise UserError(f"--num-samples must be ≥ 2 to make a pair, got {num_samples}")
+    if tie_break not in TIE_BREAKS:
+        raise UserError(f"--tie-break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     rows = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split=split)
     reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)
     out = Path(output)
     seen_path = out.with_name(out.name + ".seen")  # every prompt handled, ties included: what resume skips
     seen = set(seen_path.read_text().split("\n")) if seen_path.exists() else set()
     todo = [row for row in rows if str(row["id"]) not in seen]
-    counts = {"prompts": len(rows), "skipped": len(rows) - len(todo), "pairs": 0, "ties": 0}
+    counts = {"prompts": len(rows), "skipped": len(rows) - len(todo), "pairs": 0, "tie_broken": 0, "ties": 0}
     if not todo:
         return counts
     tokenizer = models.load_tokenizer(model, trust_remote_code=trust_remote_code)
@@ -84,12 +114,13 @@ def make_pairs(
             for index, responses, ended in zip(indices, texts, finished, strict=True):
                 row = todo[index]
                 scores = reward_fn(row, responses)
-                best = max(range(len(responses)), key=lambda i: scores[i])
-                worst = min(range(len(responses)), key=lambda i: scores[i])
-                if scores[best] == scores[worst] or responses[best] == responses[worst]:
+                picked = pick_pair(scores, responses, ended, tie_break)
+                if picked is None:
                     counts["ties"] += 1
                 else:
+                    best, worst = picked
                     counts["pairs"] += 1
+                    counts["tie_broken"] += scores[best] == scores[worst]
                     extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
                     pair = {
                         "prompt": as_messages(row["prompt"]),
@@ -99,6 +130,7 @@ def make_pairs(
                         "score_rejected": scores[worst],
                         "chosen_truncated": not ended[best],  # cut off at max_new_tokens: trained without EOS
                         "rejected_truncated": not ended[worst],
+                        "tie_broken": scores[best] == scores[worst],
                         "reward": reward_name,
                         **extra,
                     }

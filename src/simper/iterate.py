@@ -1,0 +1,132 @@
+"""``simper iterate``: iterative on-policy rounds — sample pairs from the current model, train on them
+with the recipe, evaluate, and start the next round from the trained model.
+
+Round r samples ``prompts_per_round`` fresh training prompts (drawn with seed ``seed + r``) from the
+model of round r − 1 (the recipe's model for round 1), keeps the best- and worst-rewarded of k
+samples as a pair, trains a copy of that model on those pairs only, and evaluates it against the
+starting model. Each step is a subprocess whose output is kept in the round's folder, and each is
+skipped once it has succeeded (``STEP.done``), so a rerun resumes where the last one stopped (pairs
+from their ``.seen`` file, training from its last checkpoint).
+
+Layout of the output folder::
+
+    OUTPUT/
+      rounds.md              one line per finished round
+      round-1/pairs.jsonl    the round's on-policy pairs (+ pairs.jsonl.seen)
+      round-1/model/         a normal run folder; eval.json and generations.jsonl land in it
+      round-1/*.log          each step's output
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from simper.compare import _run
+from simper.errors import UserError
+
+ROUND_COLUMNS = (
+    ("mean_reward", "reward"),
+    ("prompt_accuracy", "prompt acc."),
+    ("math_accuracy", "math acc."),
+    ("loop_share", "loops"),
+    ("sample_distinct_2", "sample distinct-2"),
+    ("mean_length", "length"),
+    ("kl_to_baseline", "KL to start"),
+)
+
+
+def iterate(
+    *,
+    config_path: str | None,
+    overrides: list[str],
+    output: Path,
+    rounds: int,
+    prompts_per_round: int,
+    pairs_args: list[str] = (),
+    eval_args: list[str] = (),
+    seed: int = 0,
+    launcher: str | None = None,
+) -> Path:
+    """Run the rounds not finished yet; returns the path of ``rounds.md``."""
+    from simper.config import load_config
+
+    if rounds < 1 or prompts_per_round < 1:
+        raise UserError(f"--rounds and --prompts-per-round must be ≥ 1, got {rounds} and {prompts_per_round}")
+    start_model = load_config(config_path, overrides).model.name_or_path  # a bad recipe fails here, first
+    launch = [*(shlex.split(launcher) if launcher else [sys.executable]), "-m", "simper"]
+    output.mkdir(parents=True, exist_ok=True)
+    policy = start_model
+    for number in range(1, rounds + 1):
+        folder = output / f"round-{number}"
+        model_dir, pairs = folder / "model", folder / "pairs.jsonl"
+        prefix = f"[round {number}/{rounds}]"
+        if not (folder / "eval.done").exists():
+            sample = ["--num-prompts", str(prompts_per_round), "--seed", str(seed + number), *pairs_args]
+            steps = [
+                ("pairs", [*launch, "pairs", "--model", policy, "--output", str(pairs), "--split", "train", *sample]),
+                ("train", _train_command(launch, config_path, overrides, policy, pairs, model_dir)),
+                ("eval", [*launch, "eval", str(model_dir), "--baseline", start_model, *eval_args]),
+            ]
+            for name, command in steps:
+                done = folder / f"{name}.done"  # written once the step succeeded: a rerun skips it
+                if done.exists():
+                    continue
+                print(f"{prefix} {name}", file=sys.stderr, flush=True)
+                ok, seconds, _, error = _run(command, folder / f"{name}.log")
+                if not ok:
+                    raise UserError(f"{prefix} {name} failed after {seconds:.0f} s: {error} (log: {folder}/{name}.log)")
+                done.write_text(f"{seconds:.1f} s\n")
+        print(f"{prefix} done", file=sys.stderr, flush=True)
+        policy = str(model_dir)
+    return write_rounds(output)
+
+
+def _train_command(launch, config_path, overrides, policy, pairs: Path, model_dir: Path) -> list[str]:
+    resume = (model_dir / "checkpoints" / "latest").exists()
+    return [
+        *launch,
+        "train",
+        *(["--config", config_path] if config_path else []),
+        *overrides,
+        f"model.name_or_path={policy}",
+        f"data.train={pairs}",
+        f"training.output_dir={model_dir}",
+        "training.resume=true" if resume else "training.overwrite=true",
+    ]
+
+
+def write_rounds(output: Path) -> Path:
+    """``rounds.md``: each finished round's metrics against the starting model (round 0)."""
+    results = []
+    for folder in sorted(output.glob("round-*"), key=lambda p: int(p.name.split("-")[1])):
+        path = folder / "model" / "eval.json"
+        if path.exists():
+            results.append((folder.name.split("-")[1], json.loads(path.read_text()), _count_lines(folder)))
+    header = "| round | pairs | " + " | ".join(label for _, label in ROUND_COLUMNS) + " | gain, unseen wording |"
+    lines = [header, "|" + "---|" * (len(ROUND_COLUMNS) + 3)]
+    if results:
+        lines.append(_row("0 (start)", "–", results[0][1].get("baseline", {})))
+    for number, metrics, pairs in results:
+        lines.append(_row(number, str(pairs), metrics))
+    path = output / "rounds.md"
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return path
+
+
+def _row(label: str, pairs: str, metrics: dict) -> str:
+    cells = [f"{metrics[key]:.3f}" if isinstance(metrics.get(key), int | float) else "–" for key, _ in ROUND_COLUMNS]
+    unseen = metrics.get("by_phrasing", {}).get("unseen", {})
+    gain = "–"
+    if "reward_gain_ci95" in unseen:
+        low, high = unseen["reward_gain_ci95"]
+        gain = f"{unseen['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return f"| {label} | {pairs} | " + " | ".join(cells) + f" | {gain} |"
+
+
+def _count_lines(folder: Path) -> int:
+    pairs = folder / "pairs.jsonl"
+    return sum(1 for _ in pairs.open()) if pairs.exists() else 0
