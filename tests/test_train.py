@@ -172,3 +172,14 @@ def test_eval_steps_minus_one_never_evaluates(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     assert train(tiny_model_dir, out, "training.max_steps=2", "data.eval_fraction=0.1", "training.eval_steps=-1") == 0
     assert records(out, "eval/loss") == [] and len(records(out)) == 2
+
+
+def test_simper_warns_at_the_first_step_when_the_data_is_far_off_policy(tiny_model_dir, tmp_path, capsys):
+    # a random model gives every response about -6.2 nats per token: SimPER's gradient all but vanishes there
+    assert train(tiny_model_dir, tmp_path / "simper", "training.max_steps=1", "training.eval_steps=-1") == 0
+    err = capsys.readouterr().err
+    assert "warning: the chosen responses have a mean log-prob of -6." in err and "simper pairs" in err
+    dpo = train(
+        tiny_model_dir, tmp_path / "dpo", "training.max_steps=1", "training.eval_steps=-1", "--objective", "dpo"
+    )
+    assert dpo == 0 and "mean log-prob" not in capsys.readouterr().err  # DPO's gradient does not scale so
