@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,20 @@ def test_bad_pair_file_stops_eval_before_any_generation(tiny_model_dir, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"simper: error: {bad}: cannot detect the preference format")
     assert not out.exists()
+
+
+def test_eval_on_your_own_prompts_with_your_own_reward(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # reward_fixtures
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Tell me about tea."}, {"prompt": [{"role": "user", "content": "Name a river."}]}]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = ["eval", str(tiny_model_dir), "--baseline", str(tiny_model_dir), "--prompts", str(prompts)]
+    args += ["--reward", "reward_fixtures:length_reward", "--max-new-tokens", "8", "--num-pairs", "2"]
+    assert main([*args, "--output", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "eval.json").read_text())
+    answers = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert [a["reward"] for a in answers] == [float(len(a["response"])) for a in answers]  # the user's reward
+    assert result["mean_reward"] == sum(a["reward"] for a in answers) / 2 and "prompt_accuracy" not in result
+    assert result["tie_rate"] == 1.0 and result["reward_gain_ci95"] == [0.0, 0.0]  # against itself
+    assert main([*args[:-6], "--reward", "no_such_module:f", "--output", str(tmp_path / "bad")]) == 2
+    assert "cannot import it" in capsys.readouterr().err and not (tmp_path / "bad" / "eval.json").exists()

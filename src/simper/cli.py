@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reported apart (default both)",
     )
     evaluate.add_argument(
+        "--reward",
+        default="builtin",
+        help="what scores the answers: builtin (the task checkers), module:function, or a reward-model folder/hub "
+        "id; with the last two, --prompts can be any prompt file (field 'prompt': string or messages)",
+    )
+    evaluate.add_argument(
         "--diversity-prompts",
         type=int,
         default=16,
@@ -321,6 +327,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "prompt_split": args.prompt_split,
         "diversity_prompts": args.diversity_prompts,
+        "reward": args.reward,
         "backend": args.backend,
         "trust_remote_code": args.trust_remote_code,
     }

@@ -33,6 +33,7 @@ from simper.generate import TransformersGenerator, encode_prompts, load_generato
 from simper.logprobs import sequence_logps
 from simper.pairs import as_messages, read_prompts
 from simper.resources import HELDOUT_PAIRS
+from simper.rewards import load_reward
 from simper.tasks import make_tasks, score
 
 PPL_BINS = 160
@@ -51,6 +52,7 @@ def evaluate_model(
     seed: int = 0,
     prompt_split: str = "both",
     diversity_prompts: int = 16,
+    reward: str = "builtin",
     backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -60,11 +62,14 @@ def evaluate_model(
     ``prompt_split`` picks the built-in prompts: ``heldout`` (training's wording, prompts it never
     saw), ``heldout-phrasing`` (wording it never saw) or ``both`` (half each, reported apart).
     ``diversity_prompts`` of them are also sampled 4 times each (temperature 0.8, top-p 0.95) to
-    measure how diverse the model's samples are."""
+    measure how diverse the model's samples are. ``reward`` scores the answers: ``builtin`` (the
+    task checkers, for built-in task rows), ``module:function`` or a reward model, as in
+    ``simper pairs``; with another reward than the checkers, any prompt file can be evaluated."""
     tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
     held_out, _ = read_pairs(pairs if pairs is not None else [str(HELDOUT_PAIRS)], "test", [])
     held_out = held_out[:num_pairs] if num_pairs > 0 else held_out
     tasks = read_prompts(prompts) if prompts else builtin_prompts(num_prompts, seed, prompt_split)
+    reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)  # before any generation
     generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
     messages = [as_messages(task["prompt"]) for task in tasks]
     result = generator(tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
@@ -89,9 +94,11 @@ def evaluate_model(
             "finished": ended[0],
             "token_ids": ids[0],
         }
-        if "kind" in task:
+        if reward_name == "builtin" and "kind" in task:
             checked = score(task, texts[0])
             row.update(kind=task["kind"], reward=checked.reward, results=checked.results)
+        elif reward_name != "builtin":
+            row["reward"] = reward_fn(task, texts[:1])[0]
         if "phrasing" in task:
             row["phrasing"] = task["phrasing"]
         row["looping"] = is_looping(texts[0])
@@ -146,8 +153,10 @@ def task_metrics(generations: list[dict[str, Any]]) -> dict[str, float]:
     scored = [g for g in generations if "reward" in g]
     if not scored:
         return {}
-    instructions = [g for g in scored if g["kind"] == "instructions"]
-    math_rows = [g for g in scored if g["kind"] == "arithmetic"]
+    if not any("results" in g for g in scored):  # a reward model or function: its mean only
+        return {"mean_reward": sum(g["reward"] for g in scored) / len(scored)}
+    instructions = [g for g in scored if g.get("kind") == "instructions"]
+    math_rows = [g for g in scored if g.get("kind") == "arithmetic"]
     checks = [ok for g in instructions for ok in g["results"].values()]
     return {
         "mean_reward": sum(g["reward"] for g in scored) / len(scored),
