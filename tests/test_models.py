@@ -35,3 +35,11 @@ def test_smollm2_converts_to_a_plain_model_and_answers(tmp_path, monkeypatch):
     assert "Paris" in answer
     model.save_pretrained(tmp_path / "copy")
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path / "copy"), LlamaForCausalLM)
+
+
+def test_model_card_names_the_hub_model_an_alias_stands_for(tmp_path):
+    from simper.modelcard import hub_id
+
+    assert hub_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert hub_id("tiny-random-llama") is None and hub_id(str(tmp_path)) is None and hub_id("./runs/a/b") is None

@@ -69,6 +69,9 @@ def test_train_end_to_end(tiny_model_dir, tmp_path):
     assert tokenizer.chat_template and model.config.vocab_size == len(tokenizer)
     card = (out / "README.md").read_text()
     assert "simper" in card and "eval/rewards/accuracies" in card
+    assert "tags: [simper, preference-alignment]" in card  # each tag once (the objective is simper)
+    assert "base_model" not in card  # a local folder has no Hub id
+    assert str(EXAMPLE_PAIRS.parent) not in card and "- example_pairs.jsonl: 400 rows" in card  # no machine paths
     assert "objective:\n  name: simper" in (out / "config.yaml").read_text()
 
 

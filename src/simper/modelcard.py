@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,15 @@ SHOWN = (
 
 
 def write_model_card(path: Path, config: TrainConfig, data_report: list[str], metrics: dict[str, Any]) -> None:
-    """Objective, data, recipe and final metrics, with Hugging Face front matter."""
+    """Objective, data, recipe and final metrics, with Hugging Face front matter.
+
+    ``base_model`` is the Hub id the model came from (a built-in alias is turned into its Hub id; a
+    local folder or an in-process model gives none); data files are named by file name, never by a
+    path on the machine that trained.
+    """
     objective = get_objective(config.objective.name)
+    base = hub_id(config.model.name_or_path)
+    tags = list(dict.fromkeys(["simper", "preference-alignment", objective.name]))
     params = {**objective.defaults, **config.objective.params}
     t = config.training
     recipe = {
@@ -44,20 +52,20 @@ def write_model_card(path: Path, config: TrainConfig, data_report: list[str], me
     lines = [
         "---",
         "library_name: transformers",
-        f"base_model: {config.model.name_or_path}",
-        "tags: [simper, preference-alignment, " + objective.name + "]",
+        *([f"base_model: {base}"] if base else []),
+        "tags: [" + ", ".join(tags) + "]",
         "---",
         "",
         f"# {Path(config.training.output_dir).name}",
         "",
-        f"Trained from `{config.model.name_or_path}` with the **{objective.name}** objective "
+        f"Trained from `{base or Path(config.model.name_or_path).name}` with the **{objective.name}** objective "
         f"({objective.summary}) by simper {__version__}.",
         "",
         "Objective hyperparameters: " + (", ".join(f"{k} = {v}" for k, v in params.items()) or "none") + ".",
         "",
         "## Data",
         "",
-        *[f"- {line}" for line in data_report],
+        *[f"- {_without_paths(line)}" for line in data_report],
         "",
         "## Recipe",
         "",
@@ -77,3 +85,19 @@ def write_model_card(path: Path, config: TrainConfig, data_report: list[str], me
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def hub_id(name_or_path: str) -> str | None:
+    """The Hugging Face Hub id of a model: built-in aliases mapped, hub ids as given, local folders none."""
+    from simper.models import HUB_IDS
+
+    if name_or_path in HUB_IDS:
+        return HUB_IDS[name_or_path]
+    if Path(name_or_path).exists() or name_or_path.count("/") != 1 or name_or_path.startswith((".", "/")):
+        return None
+    return name_or_path
+
+
+def _without_paths(line: str) -> str:
+    """A data-report line with each local file or folder path cut to its name (hub ids stay whole)."""
+    return re.sub(r"[^\s:]*/[^\s:]*", lambda m: Path(m[0]).name if Path(m[0]).exists() else m[0], line)

@@ -20,6 +20,7 @@ CHATML_TEMPLATE = (
 TINY_ALIAS = "tiny-random-llama"
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_IDS = {SMOLLM2_ALIAS: "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what an alias stands for on the Hub
 
 
 def cache_dir() -> Path:
