@@ -9,3 +9,10 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): what a one-line
+    error quotes of a library's multi-line one."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -3,7 +3,7 @@
 What makes it fast on a CPU: prompts sorted by length so a batch holds similar lengths (little
 padding), large batches, the KV cache, finished sequences dropped from the batch (and its cache),
 nucleus sampling over the top few hundred tokens instead of a sort and a draw over the whole
-vocabulary, bf16 weights where the CPU supports them, and a ``max_new_tokens`` sized to the task.
+vocabulary, and a ``max_new_tokens`` sized to the task.
 The decoding loop is ours (a model forward and its own cache per step) because ``model.generate``
 keeps decoding finished rows until the longest one ends.
 """
@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,17 +43,6 @@ class Generations:
     @property
     def tokens_per_s(self) -> float:
         return sum(map(sum, self.tokens)) / max(self.seconds, 1e-9)
-
-
-def cpu_supports_bf16() -> bool:
-    """True where bf16 matmuls are native (avx512_bf16 / amx on x86, or a CUDA device)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[dict[str, str]]]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from simper.errors import UserError
+from simper.errors import UserError, first_line
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
@@ -61,7 +61,7 @@ def load_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise UserError(
-            f"model {name_or_path!r}: cannot load its tokenizer: {_first_line(err)}{_hub_hint(path)}"
+            f"model {name_or_path!r}: cannot load its tokenizer: {first_line(err)}{_hub_hint(path)}"
         ) from None
     if chat_template:
         tokenizer.chat_template = chat_template
@@ -94,7 +94,7 @@ def load_model(
             path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
     except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"model {name_or_path!r}: cannot load it: {_first_line(err)}{_hub_hint(path)}") from None
+        raise UserError(f"model {name_or_path!r}: cannot load it: {first_line(err)}{_hub_hint(path)}") from None
 
 
 def best_device() -> torch.device:
@@ -115,11 +115,6 @@ def _four_bit_config(dtype):
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
     )
-
-
-def _first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def _hub_hint(path: str) -> str:

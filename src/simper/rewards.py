@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from simper.errors import UserError
+from simper.errors import UserError, first_line
 from simper.tasks import score as score_task
 
 RewardFn = Callable[[dict[str, Any], list[str]], list[float]]
@@ -57,9 +57,8 @@ def _reward_model(spec: str, trust_remote_code: bool) -> RewardFn:
             spec, trust_remote_code=trust_remote_code, use_safetensors=True
         ).eval()
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
-            f"reward {spec!r}: not 'builtin', not module:function, and not a loadable reward model: {first}"
+            f"reward {spec!r}: not 'builtin', not module:function, and not a loadable reward model: {first_line(err)}"
         ) from None
 
     @torch.no_grad()

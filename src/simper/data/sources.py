@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simper.errors import UserError
+from simper.errors import UserError, first_line
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -159,13 +159,8 @@ def _read_hub_dataset(name: str, split: str) -> list[Row]:
             if os.environ.get("HF_HUB_OFFLINE") == "1"
             else ""
         )
-        raise UserError(f"{name}: cannot load hub dataset split {split!r}: {_first_line(err)}{hint}") from None
+        raise UserError(f"{name}: cannot load hub dataset split {split!r}: {first_line(err)}{hint}") from None
     return [Row(values, f"{name}[{split}]:row {number}") for number, values in enumerate(loaded, start=1)]
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _type_name(value: Any) -> str:
