@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reported apart (default both)",
     )
     evaluate.add_argument(
+        "--export",
+        choices=["alpaca_eval", "arena_hard", "mt_bench"],
+        help="instead of evaluating, answer that benchmark's question file (--prompts) and write the answer file "
+        "its judge reads into --output",
+    )
+    evaluate.add_argument("--model-id", help="the model's name in exported answer files (default: its folder name)")
+    evaluate.add_argument(
         "--reward",
         default="builtin",
         help="what scores the answers: builtin (the task checkers), module:function, or a reward-model folder/hub "
@@ -317,6 +324,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from simper.evaluate import compare_rewards, evaluate_cached, evaluate_model, kl_to_baseline, write_results
     from simper.plots import plot_ppl_density
 
+    if args.export:
+        return run_export(args)
+
     settings = {
         "prompts": args.prompts,
         "num_prompts": args.num_prompts,
@@ -347,6 +357,28 @@ def run_eval(args: argparse.Namespace) -> int:
     plot_ppl_density(curves, output / "ppl_density.png")
     print(format_eval_table(metrics))
     print(f"simper: results in {output}/eval.json, generations.jsonl, ppl_density.png", file=sys.stderr)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simper.export import export
+
+    if not args.prompts:
+        raise UserError(f"--export {args.export} needs the benchmark's question file as --prompts")
+    path = export(
+        args.model,
+        args.prompts,
+        args.export,
+        Path(args.output or f"runs/answers-{args.export}"),
+        model_id=args.model_id,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        trust_remote_code=args.trust_remote_code,
+    )
+    print(f"simper: {args.export} answers in {path}", file=sys.stderr)
     return 0
 
 
