@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pairs",
         help="generate on-policy preference pairs with a reward",
         description="Sample k responses per prompt from a model, score them with a reward, and write the best "
-        "(chosen) and worst (rejected) as a conversational pair; prompts whose samples tie are dropped. Rerunning "
+        "(chosen) and worst (rejected) as a conversational pair; reward ties are broken by degeneration (--tie-break), "
+        "prompts whose samples still tie are dropped. Rerunning "
         "with the same output skips prompts already handled.",
     )
     pairs.add_argument("--model", default="smollm2-135m-instruct", help="policy: folder, hub id or alias")
