@@ -1,14 +1,16 @@
-"""Run the README's main job for several seeds: each metric as mean ± std (start → trained), and the
-mean reward gain with 95% intervals, per seed and over all seeds.
+"""Run the README's main job for several seeds: each metric as mean ± std (start → trained), the
+mean reward gain with 95% intervals per seed and over all seeds — for all prompts, for those in the
+training wording and for those in wording training never saw — and, on the unseen wording, the
+checks met per constraint family.
 
-    python scripts/seed_sweep.py --seeds 1 2 3 42 [--config configs/recipes/smollm2-cpu.yaml]
+    python scripts/seed_sweep.py --seeds 1 2 3 [--config configs/recipes/smollm2-cpu.yaml]
 
 Each seed trains into runs/seed-N (skipped when the model is there) and is evaluated against the
-starting model into runs/seed-N/eval-P-S-Q (P held-out prompts drawn with seed S, Q held-out pairs;
-skipped when done). The default evaluation, 256 prompts of prompt seed 1, is larger than the README
-command's and was not used to choose the recipe (that was 64 prompts of seed 0, which move by
-±0.03 in mean reward on a change of a few answers). The starting model's evaluation is cached.
-The interval over all seeds resamples both the seeds and the prompts, so it covers both noises.
+starting model into runs/seed-N/eval-W-P-S-Q (prompt split W, P held-out prompts drawn with seed S,
+Q held-out pairs; skipped when done). The default evaluation, 256 prompts of prompt seed 1 (half
+in each wording), was not used to choose the recipe (that was 64 prompts of seed 0). The starting
+model's evaluation is cached. The interval over all seeds resamples both the seeds and the
+prompts, so it covers both noises.
 """
 
 from __future__ import annotations
