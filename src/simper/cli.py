@@ -104,14 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="evaluate a model on held-out prompts and pairs",
-        description="Greedy generations on held-out prompts scored by the task checkers, win rate against a "
-        "baseline, preference accuracy on held-out pairs and the perplexity density of the model's responses. "
-        "Writes eval.json, generations.jsonl and ppl_density.png.",
+        description="Greedy generations on held-out prompts (built-in: in training's wording and in wording "
+        "training never saw, reported apart) scored by a reward, the gain over a baseline with a bootstrap "
+        "interval, repetition loops and sample diversity, KL to the baseline, preference accuracy on held-out "
+        "pairs and the perplexity density of the model's responses. Writes eval.json, generations.jsonl and "
+        "ppl_density.png. With --export, writes a benchmark's answer file instead.",
     )
     evaluate.add_argument("model", help="model folder, hub id or alias")
     evaluate.add_argument("--baseline", help="model to compare against (its evaluation is cached)")
     evaluate.add_argument("--output", help="folder for the results (default: the model folder, else runs/eval-NAME)")
-    evaluate.add_argument("--prompts", help="prompt JSONL with built-in task fields; default: built-in held-out tasks")
+    evaluate.add_argument("--prompts", help="prompt file (built-in task rows, or any rows with 'prompt' given --reward); default: built-in "
+        "held-out tasks")
     evaluate.add_argument("--num-prompts", type=int, default=100, help="built-in held-out prompts (default 100)")
     evaluate.add_argument(
         "--pairs", action="append", help="held-out pair files for preference accuracy (default: the shipped ones)"
