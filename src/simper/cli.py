@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="model folder, hub id or alias")
     evaluate.add_argument("--baseline", help="model to compare against (its evaluation is cached)")
     evaluate.add_argument("--output", help="folder for the results (default: the model folder, else runs/eval-NAME)")
-    evaluate.add_argument("--prompts", help="prompt file (built-in task rows, or any rows with 'prompt' given --reward); default: built-in "
-        "held-out tasks")
+    evaluate.add_argument(
+        "--prompts",
+        help="prompt file (built-in task rows, or any rows with 'prompt' given --reward); default: built-in prompts",
+    )
     evaluate.add_argument("--num-prompts", type=int, default=100, help="built-in held-out prompts (default 100)")
     evaluate.add_argument(
         "--pairs", action="append", help="held-out pair files for preference accuracy (default: the shipped ones)"
