@@ -26,7 +26,7 @@ from transformers import get_scheduler
 
 from simper import attention, models
 from simper.config import TrainConfig, save_config
-from simper.console import Progress, flatten, log
+from simper.console import Progress, flatten, log, warn_if_off_policy
 from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
 from simper.errors import UserError
@@ -313,7 +313,7 @@ def fit(run: Run) -> None:
                 }
                 _write_metrics(run, metrics_path, record)
                 if run.step == 1:
-                    _warn_if_off_policy(run, record["logps/chosen"])
+                    warn_if_off_policy(accelerator, run.objective.name, record["logps/chosen"])
                 progress.update(record)
                 if consecutive_nonfinite >= t.max_nonfinite_steps:
                     raise UserError(
@@ -352,23 +352,6 @@ def fit(run: Run) -> None:
                 log(accelerator, f"held-out {key}: {start[f'start/eval/{key}']:.4f} -> {final[f'eval/{key}']:.4f}")
     if t.save_steps and run.step % t.save_steps:
         save_checkpoint(run)
-
-
-OFF_POLICY_LOGP = -4.0
-"""Mean log-prob per chosen token below which the first step warns: SimPER's push on a response is its
-inverse perplexity exp(mean log-prob), 0.018 at −4 against ≈ 0.37 for the model's own samples (about
-−1 per token), so at the same learning rate such data moves the model some 20× less."""
-
-
-def _warn_if_off_policy(run: Run, chosen_logp: float) -> None:
-    if run.objective.name.startswith("simper") and chosen_logp < OFF_POLICY_LOGP:
-        log(
-            run.accelerator,
-            f"warning: the chosen responses have a mean log-prob of {chosen_logp:.2f} per token under the model "
-            f"(inverse perplexity {math.exp(chosen_logp):.4f}): SimPER's gradient scales with it, so it will barely "
-            f"learn from this data (below {OFF_POLICY_LOGP:g}, some 20x less than from the model's own samples). "
-            "Make on-policy pairs with `simper pairs`, or SFT the model on the chosen responses first",
-        )
 
 
 @torch.no_grad()
