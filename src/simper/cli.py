@@ -172,12 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--tune-baselines", action="store_true", help="also run a small grid of each baseline's own hyperparameters"
     )
-    compare.add_argument("--num-prompts", type=int, default=100, help="held-out prompts per evaluation (default 100)")
-    compare.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
-    compare.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
-    compare.add_argument(
-        "--launcher", help="command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
-    )
+    _add_evaluation_options(compare, num_prompts=100)
     compare.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
 
     iterate = commands.add_parser(
@@ -195,11 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     iterate.add_argument("--num-samples", type=int, default=4, help="responses sampled per prompt (default 4)")
     iterate.add_argument("--pairs-max-new-tokens", type=int, default=256, help="sampling length cap (default 256)")
     iterate.add_argument("--reward", default="builtin", help="reward of simper pairs (default: the task checkers)")
-    iterate.add_argument("--num-prompts", type=int, default=128, help="held-out prompts per evaluation (default 128)")
     iterate.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation prompts (default 1)")
-    iterate.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
-    iterate.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
-    iterate.add_argument("--launcher", help="command that runs Python for each step (as in simper compare)")
+    _add_evaluation_options(iterate, num_prompts=128)
     iterate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every round")
 
     report = commands.add_parser(
@@ -211,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="run folders, or a compare output folder")
     report.add_argument("--output", help="folder for the report (default: the compare folder, else runs/report)")
     return parser
+
+
+def _add_evaluation_options(parser: argparse.ArgumentParser, num_prompts: int) -> None:
+    """The options of the simper eval that compare and iterate run after each training."""
+    parser.add_argument(
+        "--num-prompts", type=int, default=num_prompts, help=f"held-out prompts per evaluation (default {num_prompts})"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
+    parser.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
+    parser.add_argument(
+        "--launcher", help="command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
+    )
+
+
+def _evaluation_argv(args: argparse.Namespace) -> list[str]:
+    counts = ("--num-prompts", str(args.num_prompts), "--num-pairs", str(args.num_pairs))
+    return [*counts, "--max-new-tokens", str(args.max_new_tokens)]
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -258,10 +267,7 @@ def run_compare(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds),
         output=Path(args.output),
         tune_baselines=args.tune_baselines,
-        eval_args=[
-            *("--num-prompts", str(args.num_prompts), "--max-new-tokens", str(args.max_new_tokens)),
-            *("--num-pairs", str(args.num_pairs)),
-        ],
+        eval_args=_evaluation_argv(args),
         launcher=args.launcher,
     )
     print(_first_table((report.parent / "report.md").read_text()))
@@ -284,10 +290,7 @@ def run_iterate(args: argparse.Namespace) -> int:
             *("--num-samples", str(args.num_samples), "--max-new-tokens", str(args.pairs_max_new_tokens)),
             *("--reward", args.reward),
         ],
-        eval_args=[
-            *("--num-prompts", str(args.num_prompts), "--seed", str(args.eval_seed)),
-            *("--max-new-tokens", str(args.max_new_tokens), "--num-pairs", str(args.num_pairs)),
-        ],
+        eval_args=[*_evaluation_argv(args), "--seed", str(args.eval_seed)],
         seed=args.seed,
         launcher=args.launcher,
     )

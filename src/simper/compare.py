@@ -135,7 +135,7 @@ def compare(
                 "training.resume=true" if resume else "training.overwrite=true",
             ]
             command += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
-            ok, seconds, peak, error = _run(command, folder.parent / f"{folder.name}.train.log")
+            ok, seconds, peak, error = run_logged(command, folder.parent / f"{folder.name}.train.log")
             if not ok:
                 _write_state(folder, {**spec_dict(spec), "status": "failed", "stage": "train", "error": error})
                 print(f"{prefix}: training failed: {error}", file=sys.stderr)
@@ -144,7 +144,7 @@ def compare(
             _write_state(folder, state)
         print(f"{prefix}: evaluating", file=sys.stderr)
         command = [*launch, "-m", "simper", "eval", str(folder), "--baseline", start_model, "--output", str(folder)]
-        ok, seconds, _, error = _run([*command, *eval_args], folder.parent / f"{folder.name}.eval.log")
+        ok, seconds, _, error = run_logged([*command, *eval_args], folder.parent / f"{folder.name}.eval.log")
         if not ok:
             _write_state(folder, {**state, "status": "failed", "stage": "eval", "error": error})
             print(f"{prefix}: evaluation failed: {error}", file=sys.stderr)
@@ -158,7 +158,7 @@ def spec_dict(spec: RunSpec) -> dict:
     return {"label": spec.label, "objective": spec.objective, "seed": spec.seed, "params": spec.params}
 
 
-def _run(command: list[str], log: Path) -> tuple[bool, float, float, str]:
+def run_logged(command: list[str], log: Path) -> tuple[bool, float, float, str]:
     """Run a child with its output in ``log``; ``(ok, seconds, its own peak RSS in GB, last error line)``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -24,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from simper.compare import _run
+from simper.compare import run_logged
 from simper.errors import UserError
 
 ROUND_COLUMNS = (
@@ -75,7 +75,7 @@ def iterate(
                 if done.exists():
                     continue
                 print(f"{prefix} {name}", file=sys.stderr, flush=True)
-                ok, seconds, _, error = _run(command, folder / f"{name}.log")
+                ok, seconds, _, error = run_logged(command, folder / f"{name}.log")
                 if not ok:
                     raise UserError(f"{prefix} {name} failed after {seconds:.0f} s: {error} (log: {folder}/{name}.log)")
                 done.write_text(f"{seconds:.1f} s\n")
