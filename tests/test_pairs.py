@@ -12,7 +12,7 @@ from simper.data.formats import PreferencePair, load_pairs
 from simper.data.sources import read_rows
 from simper.data.tokenize import tokenize_pairs
 from simper.evaluate import score_ids
-from simper.generate import decode, encode_prompts, generate, nucleus
+from simper.generate import LOOP_CHECK_EVERY, decode, encode_prompts, generate, nucleus, repeats
 from simper.models import load_model, load_tokenizer
 
 
@@ -225,3 +225,23 @@ def test_nucleus_keeps_what_transformers_top_p_keeps(monkeypatch, widths):
     theirs = torch.softmax(TopPLogitsWarper(0.9)(None, logits.clone()), -1)
     assert torch.equal(ours > 0, theirs > 0)
     torch.testing.assert_close(ours / ours.sum(-1, keepdim=True), theirs)
+
+
+def test_repeats_flags_a_cycling_tail_and_not_varied_tokens():
+    assert repeats(list(range(7)) * 20) and not repeats(list(range(200)))
+    assert not repeats([1, 2, 3] * 20)  # too short to judge: under LOOP_WINDOW tokens
+    assert not repeats([i // 2 for i in range(200)])  # every token twice, but no cycle
+
+
+def test_a_looping_sample_stops_at_the_first_loop_check_that_catches_it(tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+    texts = ["hi", "two words", "x y z w", "a much longer prompt here with more words"]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    settings = dict(max_new_tokens=160, stop={tokenizer.eos_token_id}, temperature=0.0, top_p=1.0)
+    full, _ = decode(model, **batch, **settings)
+    cut, _ = decode(model, **batch, **settings, stop_loops=True)
+    for whole, stopped in zip(full, cut, strict=True):
+        checks = range(LOOP_CHECK_EVERY, len(whole) + 1, LOOP_CHECK_EVERY)
+        caught = next((n for n in checks if repeats(whole[:n])), len(whole))
+        assert stopped == whole[:caught]
+    assert any(len(stopped) < len(whole) for whole, stopped in zip(full, cut, strict=True))  # greedy tiny models loop

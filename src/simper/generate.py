@@ -67,6 +67,20 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[
     return encoded
 
 
+LOOP_WINDOW = 96  # tokens at the end of a sample that the loop check reads
+LOOP_CHECK_EVERY = 16  # decoding steps between loop checks
+
+
+def repeats(ids: list[int]) -> bool:
+    """Whether a sample's last :data:`LOOP_WINDOW` tokens cycle: fewer than half of their 4-grams
+    distinct. A phrase of p tokens cycling leaves about p distinct 4-grams, so loops with a period up
+    to ~45 tokens are caught, while prose and lists keep nearly all their 4-grams distinct."""
+    if len(ids) < LOOP_WINDOW:
+        return False
+    tail = ids[-LOOP_WINDOW:]
+    return len({tuple(tail[i : i + 4]) for i in range(len(tail) - 3)}) < 0.5 * (len(tail) - 3)
+
+
 NUCLEUS_WIDTHS = (256, 4096)  # top-p looks among this many tokens first; the whole vocabulary last
 
 
@@ -122,10 +136,15 @@ def decode(
     temperature: float,
     top_p: float,
     num_samples: int = 1,
+    stop_loops: bool = False,
 ) -> tuple[list[list[int]], list[float]]:
     """New tokens for each row of a left-padded batch, ``num_samples`` rows per prompt (prompt ``i``'s
     samples are rows ``i·num_samples …``), each ending at its first stop token (kept), and each
     row's Σ log π(token) under the untempered model (what scoring the tokens afterwards would give).
+
+    With ``stop_loops``, a sample caught in a repetition loop (:func:`repeats`, checked every
+    :data:`LOOP_CHECK_EVERY` steps) stops there, without a stop token, like one cut off at the cap:
+    the rest of a loop would only repeat it, at the cost of the whole batch's decoding steps.
 
     Each prompt is read once (the cache is then repeated per sample). Finished rows keep riding
     along until a quarter of the batch has finished; then they are cut from the batch and from the
@@ -157,6 +176,8 @@ def decode(
             if not done:
                 outputs[row].append(token)
         finished |= torch.isin(tokens, stop_ids)
+        if stop_loops and step % LOOP_CHECK_EVERY == LOOP_CHECK_EVERY - 1:
+            finished |= torch.tensor([repeats(outputs[row]) for row in rows.tolist()], device=finished.device)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
         if int(finished.sum()) * 4 >= len(rows) and hasattr(cache, "batch_select_indices"):
@@ -190,6 +211,7 @@ def generate(
     seed: int = 0,
     on_batch: Callable[[list[int], list[list[str]], list[list[bool]]], None] | None = None,
     progress: bool = True,
+    stop_loops: bool = False,
 ) -> Generations:
     """Generate ``num_samples`` responses per prompt (greedy when ``temperature`` is 0).
 
@@ -198,6 +220,7 @@ def generate(
         batch_size: sequences decoded together (prompts × samples).
         on_batch: called after each batch with the prompt indices, their responses and whether each
             finished, so callers can write results as they come (resumable output).
+        stop_loops: stop a sample once it loops (see :func:`decode`); it counts as not finished.
 
     Returns:
         The decoded responses (special tokens removed), their token counts and whether each ended
@@ -237,6 +260,7 @@ def generate(
             stop=stop,
             temperature=temperature,
             top_p=top_p,
+            stop_loops=stop_loops,
         )
         for row, i in enumerate(indices):
             samples = range(row * num_samples, (row + 1) * num_samples)

@@ -77,6 +77,7 @@ def make_pairs(
     batch_size: int = 64,
     seed: int = 0,
     tie_break: str = "degeneration",
+    stop_loops: bool = True,
     backend: str = "auto",
     trust_remote_code: bool = False,
 ) -> dict[str, int]:
@@ -86,7 +87,10 @@ def make_pairs(
     ``tie_break="degeneration"``, between responses the reward scores alike one that ended on its
     own and does not loop ranks above one cut off at the cap or caught in a repetition loop: such a
     pair is written (marked ``tie_broken``) instead of dropped, and among the best-scored responses
-    a sound one is chosen, among the worst a degenerate one rejected.
+    a sound one is chosen, among the worst a degenerate one rejected. With ``stop_loops`` a sample
+    stops once it is caught in a repetition loop (``generate.repeats``), marked cut off like one that
+    reached ``max_new_tokens``: a loop's rest would only repeat it, and on a CPU loops running to the
+    cap took most of the decoding time. (vLLM decodes every sample to its end or the cap.)
 
     Returns:
         Counts: prompts, pairs written, of which tie-broken, ties dropped, skipped (already done).
@@ -158,6 +162,7 @@ def make_pairs(
                 batch_size=batch_size,
                 seed=seed + first,
                 on_batch=write_chunk,
+                stop_loops=stop_loops,
             )
             seconds += result.seconds
             samples += sum(map(len, result.texts))
