@@ -58,7 +58,8 @@ def test_two_objectives_two_seeds_end_to_end_then_resume(tiny_model_dir, tmp_pat
     report = (output / "report.md").read_text()
     assert "| simper | 2 |" in report and "| dpo | 2 |" in report
     html = (output / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and html.count("<tr>") == 3  # header + 2 objectives
+    assert html.count("data:image/png;base64,") == 4 and "<td>start</td>" in html
+    assert "## Gain over the starting model" in report and "| dpo | 2 |" in report.split("## Against SimPER")[1]
     for name in ("curves.png", "gradient_balance.png", "ppl_density.png", "reward_kl.png"):
         assert (output / name).stat().st_size > 10_000
     capsys.readouterr()
@@ -176,3 +177,45 @@ def test_report_cli_rebuilds_from_a_compare_folder_and_rejects_other_folders(tmp
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def _generations(folder, rewards, lost_family=False):
+    """Per prompt: instruction prompts 0-9 in training's wording, 10-19 unseen; the start scored 0.5."""
+    rows = []
+    for i, reward in enumerate(rewards):
+        met = not (lost_family and i >= 10)
+        rows.append(
+            {
+                "id": f"p{i:02d}",
+                "kind": "instructions",
+                "phrasing": "seen" if i < 10 else "unseen",
+                "reward": reward,
+                "baseline_reward": 0.5,
+                "results": {"0:lowercase": met, "1:title": True},
+                "baseline_results": {"0:lowercase": True, "1:title": False},
+            }
+        )
+    (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path):
+    folders = []
+    for seed in (1, 2, 3):
+        simper = _fixture_run(tmp_path / "simper" / f"seed-{seed}", "simper", seed, 0.6)
+        _generations(simper, [0.6 + 0.01 * ((i + seed) % 3) for i in range(20)])  # +0.11 on average
+        dpo = _fixture_run(tmp_path / "dpo" / f"seed-{seed}", "dpo", seed, 0.5)
+        _generations(dpo, [0.5 + 0.02 * ((i * seed) % 2) for i in range(20)], lost_family=True)
+        ipo = _fixture_run(tmp_path / "ipo" / f"seed-{seed}", "ipo", seed, 0.6)
+        _generations(ipo, [0.6 + 0.01 * ((i + seed + 1) % 3) for i in range(20)])  # SimPER's gains, shuffled
+        folders += [simper, dpo, ipo]
+    build_report(folders, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    gains = md.split("## Gain over the starting model")[1].split("##")[0]
+    assert "| simper | 3 | +0.110 [+0.108, +0.112] |" in gains and "| above |" in gains
+    against = md.split("## Against SimPER")[1].split("##")[0]
+    assert "| dpo | 3 |" in against and "simper higher" in against  # every prompt, every seed below SimPER's
+    assert "| ipo | 3 |" in against and "no rank" in against  # the same gains in another order: no claim
+    families = md.split("## Constraint families, unseen wording")[1].split("##")[0]
+    assert "| lowercase | 1.00 | 1.00 (+0.000 [+0.000, +0.000]) | 0.00 (-1.000 [-1.000, -1.000]) **lost** |" in families
+    assert "| title | 0.00 | 1.00 (+1.000 [+1.000, +1.000])" in families
+    assert "<td>start</td>" in (tmp_path / "report" / "report.html").read_text()

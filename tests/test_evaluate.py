@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simper.bootstrap import bootstrap_interval
 from simper.cli import main
-from simper.evaluate import bootstrap_interval, compare_rewards, density, task_metrics
+from simper.evaluate import compare_rewards, density, task_metrics
 from simper.resources import EXAMPLE_PAIRS
 
 

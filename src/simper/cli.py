@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         "looping (default); none: such prompts are dropped as ties",
     )
     pairs.add_argument(
+        "--no-stop-loops",
+        dest="stop_loops",
+        action="store_false",
+        help="decode a sample caught in a repetition loop on to the length cap (default: stop it there, "
+        "marked cut off)",
+    )
+    pairs.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
     )
     pairs.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
@@ -331,7 +338,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from simper.evaluate import compare_rewards, evaluate_cached, evaluate_model, kl_to_baseline, write_results
-    from simper.plots import plot_ppl_density
+    from simper.report.plots import plot_ppl_density
 
     if args.export:
         return run_export(args)

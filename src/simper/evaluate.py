@@ -25,6 +25,7 @@ import torch
 
 from simper import models
 from simper.attention import layout_for
+from simper.bootstrap import bootstrap_interval
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
@@ -276,20 +277,6 @@ def compare_rewards(
         "reward_gain": float(gains.mean()),
         "reward_gain_ci95": bootstrap_interval(gains),
     }
-
-
-def bootstrap_interval(gains: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float]:
-    """95% interval of the mean of ``gains`` — per prompt ``(prompts,)``, or ``(runs, prompts)`` for
-    several runs on the same prompts — when the prompts (and the runs) are drawn again with
-    replacement, by a fixed draw. It says whether a gain is larger than what another set of prompts
-    (and another set of seeds) would move it by."""
-    gains = np.atleast_2d(gains)
-    runs, prompts = gains.shape
-    rng = np.random.default_rng(seed)
-    columns = rng.integers(0, prompts, (draws, prompts))
-    rows = rng.integers(0, runs, (draws, runs)) if runs > 1 else np.zeros((draws, 1), dtype=int)
-    means = gains[rows[:, :, None], columns[:, None, :]].mean(axis=(1, 2))
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
 CACHE_VERSION = 5  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS; 5: phrasings)

@@ -1,0 +1,106 @@
+"""Gains over the starting model pooled over seeds, per prompt, with intervals over seeds and prompts.
+
+Every run of a comparison is evaluated on the same held-out prompts against the same starting model,
+so each run gives one reward gain per prompt. A label's gain is the mean over its seeds and the
+prompts; its interval resamples both (:func:`simper.bootstrap.bootstrap_interval`), so it covers
+what another set of prompts and another set of seeds would move it by. Two labels are compared on
+the seeds they share, prompt by prompt (a paired difference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simper.bootstrap import bootstrap_interval
+from simper.report.runs import RunRecord
+
+WORDINGS = (("all", "all prompts"), ("unseen", "unseen wording"), ("seen", "training's wording"))
+
+
+@dataclass
+class Gain:
+    """A mean over seeds and prompts with its 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+    prompts: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+    @property
+    def verdict(self) -> str:
+        """``above``/``below`` zero where the interval excludes it, else ``within noise``."""
+        return "above" if self.low > 0 else "below" if self.high < 0 else "within noise"
+
+
+def prompt_gains(run: RunRecord, wording: str = "all") -> dict[str, float]:
+    """Per prompt id, the run's reward minus the starting model's, on prompts of ``wording``."""
+    return {
+        row["id"]: row["reward"] - row["baseline_reward"]
+        for row in run.rows
+        if "reward" in row and "baseline_reward" in row and wording in ("all", row.get("phrasing"))
+    }
+
+
+def pooled(matrix: np.ndarray) -> Gain | None:
+    if matrix.size == 0:
+        return None
+    low, high = bootstrap_interval(matrix)
+    return Gain(float(matrix.mean()), low, high, matrix.shape[0], matrix.shape[1])
+
+
+def _matrix(per_seed: list[dict[str, float]]) -> np.ndarray:
+    """Seeds × prompts on the prompts every seed has (sorted by id: the same columns for every label)."""
+    common = sorted(set.intersection(*(set(g) for g in per_seed))) if per_seed else []
+    return np.array([[gains[p] for p in common] for gains in per_seed]) if common else np.empty((0, 0))
+
+
+def finished(runs: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in runs if r.status != "failed" and any("baseline_reward" in row for row in r.rows)]
+
+
+def label_gain(runs: list[RunRecord], wording: str = "all") -> Gain | None:
+    """The label's gain over the start, pooled over its seeds."""
+    return pooled(_matrix([prompt_gains(r, wording) for r in finished(runs)]))
+
+
+def paired_difference(runs: list[RunRecord], reference: list[RunRecord], wording: str = "all") -> Gain | None:
+    """Gain of ``runs`` minus gain of ``reference``, seed by seed and prompt by prompt, on shared seeds."""
+    ours = {r.seed: prompt_gains(r, wording) for r in finished(runs)}
+    theirs = {r.seed: prompt_gains(r, wording) for r in finished(reference)}
+    seeds = sorted(ours.keys() & theirs.keys())
+    diffs = [{p: ours[s][p] - theirs[s][p] for p in ours[s].keys() & theirs[s].keys()} for s in seeds]
+    return pooled(_matrix(diffs))
+
+
+def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, tuple[float, float, Gain]]:
+    """Per constraint family, on instruction prompts of ``wording``: the share of its checks the start
+    met, the share the label met (over its seeds), and the change with its interval (per prompt, the
+    family's checks met minus the start's; seeds and prompts resampled)."""
+    per_family: dict[str, list[dict[str, tuple[int, int, int]]]] = {}
+    done = finished(runs)
+    for index, run in enumerate(done):
+        for row in run.rows:
+            if row.get("kind") != "instructions" or "baseline_results" not in row:
+                continue
+            if wording not in ("all", row.get("phrasing")):
+                continue
+            for key, ok in row["results"].items():
+                family = key.split(":", 1)[-1]
+                seeds = per_family.setdefault(family, [{} for _ in done])
+                met, start, total = seeds[index].get(row["id"], (0, 0, 0))
+                seeds[index][row["id"]] = (met + ok, start + row["baseline_results"][key], total + 1)
+    changes = {}
+    for family, seeds in sorted(per_family.items()):
+        counts = np.array([v for seed in seeds for v in seed.values()], dtype=float)
+        diffs = _matrix([{p: (m - s) / t for p, (m, s, t) in seed.items()} for seed in seeds])
+        gain = pooled(diffs)
+        if gain is not None and counts.size:
+            total = counts[:, 2].sum()
+            changes[family] = (counts[:, 1].sum() / total, counts[:, 0].sum() / total, gain)
+    return changes

@@ -1,0 +1,208 @@
+"""The report's tables (markdown) and the page that holds them (self-contained HTML)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from simper.report.gains import WORDINGS, family_changes, label_gain, paired_difference
+from simper.report.runs import RunRecord, lookup
+
+# (key in a run's values, column title, format): mean ± std over seeds
+COLUMNS = (
+    ("mean_reward", "held-out reward", "{:.3f}"),
+    ("prompt_accuracy", "prompts fully followed", "{:.3f}"),
+    ("instruction_accuracy", "instruction acc.", "{:.3f}"),
+    ("math_accuracy", "math acc.", "{:.3f}"),
+    ("by_phrasing.unseen.mean_reward", "reward, unseen wording", "{:.3f}"),
+    ("by_phrasing.unseen.prompt_accuracy", "prompts followed, unseen wording", "{:.3f}"),
+    ("by_phrasing.unseen.math_accuracy", "math acc., unseen wording", "{:.3f}"),
+    ("win_rate", "win rate vs start", "{:.3f}"),
+    ("loss_rate", "loss rate vs start", "{:.3f}"),
+    ("loop_share", "answers looping", "{:.3f}"),
+    ("sample_distinct_2", "sample distinct-2", "{:.3f}"),
+    ("preference_accuracy", "pref. acc. (held-out)", "{:.3f}"),
+    ("delta_chosen_logp", "Δ chosen log-p", "{:+.3f}"),
+    ("mean_length", "length (tokens)", "{:.1f}"),
+    ("kl_to_baseline", "KL to start (nats)", "{:.2f}"),
+    ("train_minutes", "train wall (min)", "{:.1f}"),
+    ("train_peak_rss_gb", "peak mem (GB)", "{:.2f}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"),
+)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary_table(groups: dict[str, list[RunRecord]]) -> str:
+    """Markdown table: the starting model, then one row per label, mean ± std over its finished runs."""
+    header = ["objective", "runs"] + [title for _, title, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    start = next((r.baseline for runs in groups.values() for r in runs if r.baseline), None)
+    if start:
+        cells = ["start", "–"]
+        for key, _, fmt in COLUMNS:
+            value = lookup(start, key)
+            cells.append(fmt.format(value) if isinstance(value, int | float) else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    for label, runs in groups.items():
+        done = [r for r in runs if r.status != "failed"]
+        failed = len(runs) - len(done)
+        cells = [label, f"{len(done)}" + (f" ({failed} failed)" if failed else "")]
+        for key, _, fmt in COLUMNS:
+            mean, std = mean_std([r.values[key] for r in done if key in r.values])
+            cells.append("–" if math.isnan(mean) else f"{fmt.format(mean)} ± {fmt.format(std).lstrip('+')}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gains_table(groups: dict[str, list[RunRecord]]) -> str:
+    """Per label: the reward gain over the start pooled over seeds, per wording, with its interval."""
+    rows = []
+    for label, runs in groups.items():
+        gains = {key: label_gain(runs, key) for key, _ in WORDINGS}
+        if gains["all"] is None:
+            continue
+        cells = [str(gains[key]) if gains[key] else "–" for key, _ in WORDINGS]
+        verdict = gains["unseen"].verdict if gains["unseen"] else "–"
+        rows.append(f"| {label} | {gains['all'].seeds} | " + " | ".join(cells) + f" | {verdict} |")
+    if not rows:
+        return ""
+    head = "| objective | seeds | " + " | ".join(title for _, title in WORDINGS) + " | unseen wording vs zero |"
+    return "\n".join([head, "|---|---|" + "---|" * len(WORDINGS) + "---|", *rows])
+
+
+def difference_table(groups: dict[str, list[RunRecord]], reference: str = "simper") -> str:
+    """Per label other than ``reference``: its gain minus the reference's, on the seeds both ran."""
+    if reference not in groups:
+        return ""
+    rows = []
+    for label, runs in groups.items():
+        if label == reference:
+            continue
+        diffs = {key: paired_difference(runs, groups[reference], key) for key, _ in WORDINGS}
+        if diffs["all"] is None:
+            continue
+        cells = [str(diffs[key]) if diffs[key] else "–" for key, _ in WORDINGS]
+        verdict = {"above": f"{label} higher", "below": f"{reference} higher"}.get(diffs["all"].verdict, "no rank")
+        rows.append(f"| {label} | {diffs['all'].seeds} | " + " | ".join(cells) + f" | {verdict} |")
+    if not rows:
+        return ""
+    head = "| objective | shared seeds | " + " | ".join(title for _, title in WORDINGS) + " | claim (all prompts) |"
+    return "\n".join([head, "|---|---|" + "---|" * len(WORDINGS) + "---|", *rows])
+
+
+def family_table(groups: dict[str, list[RunRecord]], wording: str = "unseen") -> str:
+    """Per constraint family on ``wording``: checks met by the start and by each label, with the change
+    and its interval; a family lost beyond noise is marked."""
+    changes = {label: family_changes(runs, wording) for label, runs in groups.items()}
+    changes = {label: c for label, c in changes.items() if c}
+    if not changes:
+        return ""
+    families = sorted({family for c in changes.values() for family in c})
+    head = "| constraint family | start | " + " | ".join(changes) + " |"
+    rows = []
+    for family in families:
+        start = next((c[family][0] for c in changes.values() if family in c), math.nan)
+        cells = []
+        for c in changes.values():
+            if family not in c:
+                cells.append("–")
+                continue
+            _, after, gain = c[family]
+            mark = " **lost**" if gain.verdict == "below" else ""
+            cells.append(f"{after:.2f} ({gain}){mark}")
+        rows.append(f"| {family} | {start:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join([head, "|---|---|" + "---|" * len(changes), *rows])
+
+
+def tuning_table(groups: dict[str, list[RunRecord]]) -> str:
+    """For objectives run at several hyperparameter settings: the best setting and what the grid cost."""
+    by_objective: dict[str, list[str]] = {}
+    for label, runs in groups.items():
+        by_objective.setdefault(runs[0].objective, []).append(label)
+    rows = []
+    for objective, labels in by_objective.items():
+        if len(labels) < 2 and objective != "simper":
+            continue
+        runs = [r for label in labels for r in groups[label]]
+        best = max(labels, key=lambda lb: _finite(mean_std([r.values.get("mean_reward") for r in groups[lb]])[0]))
+        reward, std = mean_std([r.values.get("mean_reward") for r in groups[best]])
+        minutes = sum(r.values.get("train_minutes", 0.0) for r in runs)
+        rows.append(
+            f"| {objective} | {len(labels)} | {len(runs)} | {minutes:.1f} | {best} | {reward:.3f} ± {std:.3f} |"
+        )
+    if len(rows) < 2:
+        return ""
+    head = "| objective | settings | runs | train wall, all runs (min) | best setting | its held-out reward |"
+    return "\n".join([head, "|---|---|---|---|---|---|", *rows])
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
+
+
+def intro(runs: list[RunRecord], start: dict[str, Any] | None) -> str:
+    seeds = sorted({r.seed for r in runs})
+    text = f"{len(runs)} runs, seeds {', '.join(map(str, seeds))}; mean ± std over seeds."
+    if start:
+        text += (
+            f" Starting model `{start.get('model')}`: held-out reward {start.get('mean_reward', float('nan')):.3f}, "
+            f"instruction accuracy {start.get('instruction_accuracy', float('nan')):.3f}, "
+            f"math accuracy {start.get('math_accuracy', float('nan')):.3f}, preference accuracy "
+            f"{start.get('preference_accuracy', float('nan')):.3f}."
+        )
+    return text
+
+
+def to_html(md_lines: list[str], folder: Path) -> str:
+    """The markdown report as one self-contained page: tables as HTML tables, PNGs inlined."""
+    body, table = [], []
+
+    def flush_table() -> None:
+        if not table:
+            return
+        rows = [
+            [html.escape(c.strip()).replace("**", "") for c in line.strip("|").split("|")]
+            for line in table
+            if not line.startswith("|---")
+        ]
+        head = "".join(f"<th>{c}</th>" for c in rows[0])
+        cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows[1:])
+        body.append(f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table></div>")
+        table.clear()
+
+    for line in "\n".join(md_lines).splitlines():  # tables come in as one multi-line item
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("![") and "](" in line:
+            name = line[line.index("](") + 2 : -1]
+            data = base64.b64encode((folder / name).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line.startswith("- "):
+            body.append(f"<p>• {html.escape(line[2:])}</p>")
+        elif line:
+            body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+    flush_table()
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:0.5em 0}"
+        "td{white-space:nowrap}.wide{overflow-x:auto}"
+    )
+    head = f"<meta charset='utf-8'><title>simper comparison</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
