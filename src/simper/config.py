@@ -28,6 +28,7 @@ from simper.objectives import REGISTRY, get_objective
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+TRUNCATION_FILTERS = ("none", "chosen", "any")
 TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
 
@@ -72,10 +73,12 @@ class DataConfig:
     eval_fraction: float = _field(0.0, "fraction of the training pairs held out when no eval source is given")
     max_length: int = _field(512, "max tokens of prompt + response; responses are cut to fit")
     max_prompt_length: int = _field(256, "max prompt tokens; longer prompts keep their end")
-    drop_truncated: bool = _field(
-        False,
-        "leave out training pairs with a response marked cut off at generation (chosen_truncated or "
-        "rejected_truncated, as simper pairs writes)",
+    drop_truncated: bool | str = _field(
+        "none",
+        "leave out training pairs whose responses were cut off at generation (chosen_truncated, "
+        "rejected_truncated, as simper pairs writes): chosen = those whose chosen response was cut off "
+        "(a cut-off rejected one, often a loop, stays: pushing it down is the point); any (or true) = "
+        "those with either cut off; none (or false) = keep all",
     )
     balance_lengths: bool = _field(
         False,
@@ -85,6 +88,9 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.drop_truncated, bool):
+            self.drop_truncated = "any" if self.drop_truncated else "none"
+        _choice("data.drop_truncated", self.drop_truncated, TRUNCATION_FILTERS)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"data.eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.max_prompt_length < 1 or self.max_length <= self.max_prompt_length:
@@ -325,7 +331,13 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
-        hint = next(a for a in args if a is not type(None))
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:  # the first type the value fits, e.g. bool | str: true, then "chosen"
+            try:
+                return _coerce(value, option, key, where)
+            except UserError:
+                pass
+        hint = options[-1]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     try:
         if hint is bool:

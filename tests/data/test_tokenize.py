@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,9 +101,23 @@ def test_drop_truncated_leaves_out_pairs_with_a_cut_off_response(tokenizer, tmp_
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     settings = {"split": "train", "eval_split": "test", "eval_fraction": 0.0, "max_length": 64, "max_prompt_length": 32}
     everything = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, **settings)
-    finished = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, drop_truncated=True, **settings)
+    finished = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, drop_truncated="any", **settings)
     assert len(everything.train) == 3 and len(finished.train) == 1
     assert "2 with a response cut off at generation" in finished.report[-1]
+    chosen_ended = prepare_data([str(path)], [], tokenizer=tokenizer, seed=0, drop_truncated="chosen", **settings)
+    assert [p.prompt for p in chosen_ended.train] == [p.prompt for p in everything.train[::2]]  # p3 kept
+    assert "1 with the chosen response cut off at generation" in chosen_ended.report[-1]
+
+
+def test_drop_truncated_takes_true_false_and_the_named_filters():
+    from simper.config import load_config
+    from simper.errors import UserError
+
+    assert load_config(None, ["data.drop_truncated=true"]).data.drop_truncated == "any"
+    assert load_config(None, ["data.drop_truncated=false"]).data.drop_truncated == "none"
+    assert load_config(None, ["data.drop_truncated=chosen"]).data.drop_truncated == "chosen"
+    with pytest.raises(UserError, match=r"data\.drop_truncated: 'rejected' is not one of none, chosen, any"):
+        load_config(None, ["data.drop_truncated=rejected"])
 
 
 def test_balance_by_length_keeps_as_many_chosen_shorter_as_not():

@@ -60,17 +60,22 @@ def prepare_data(
     max_length: int,
     max_prompt_length: int,
     seed: int,
-    drop_truncated: bool = False,
+    drop_truncated: str = "none",
     balance_lengths: bool = False,
 ) -> PreparedData:
     """Read, normalize, split and tokenize; raise :class:`UserError` if nothing is left to train on."""
     report: list[str] = []
     train_pairs, drops = read_pairs(train_sources, split, report)
     read_count = len(train_pairs) + sum(drops.values())
-    if drop_truncated:
-        kept = [p for p in train_pairs if not (p.chosen_truncated or p.rejected_truncated)]
+    if drop_truncated != "none":
+        kept = [
+            p for p in train_pairs if not (p.chosen_truncated or (drop_truncated == "any" and p.rejected_truncated))
+        ]
         if len(kept) < len(train_pairs):
-            drops["with a response cut off at generation (data.drop_truncated)"] += len(train_pairs) - len(kept)
+            which = "the chosen response" if drop_truncated == "chosen" else "a response"
+            drops[f"with {which} cut off at generation (data.drop_truncated={drop_truncated})"] += len(
+                train_pairs
+            ) - len(kept)
         train_pairs = kept
     if eval_sources:
         eval_pairs, _ = read_pairs(eval_sources, eval_split, report)
