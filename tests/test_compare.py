@@ -219,3 +219,5 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path):
     assert "| lowercase | 1.00 | 1.00 (+0.000 [+0.000, +0.000]) | 0.00 (-1.000 [-1.000, -1.000]) **lost** |" in families
     assert "| title | 0.00 | 1.00 (+1.000 [+1.000, +1.000])" in families
     assert "<td>start</td>" in (tmp_path / "report" / "report.html").read_text()
+    likelihood = md.split("## Likelihood of the training responses")[1].split("##")[0]
+    assert "| simper | -0.900 → -0.700 (+0.200) | -1.300 → -1.500 (-0.200) | – | – | holds or rises |" in likelihood

@@ -197,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     iterate.add_argument("--num-samples", type=int, default=4, help="responses sampled per prompt (default 4)")
     iterate.add_argument("--pairs-max-new-tokens", type=int, default=256, help="sampling length cap (default 256)")
     iterate.add_argument("--reward", default="builtin", help="reward of simper pairs (default: the task checkers)")
-    iterate.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation prompts (default 1)")
     _add_evaluation_options(iterate, num_prompts=128)
     iterate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every round")
 
@@ -220,13 +219,19 @@ def _add_evaluation_options(parser: argparse.ArgumentParser, num_prompts: int) -
     parser.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
     parser.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
     parser.add_argument(
+        "--eval-seed",
+        type=int,
+        default=1,
+        help="seed that draws the held-out prompts (default 1; simper eval's default 0 is kept for choosing recipes)",
+    )
+    parser.add_argument(
         "--launcher", help="command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
     )
 
 
 def _evaluation_argv(args: argparse.Namespace) -> list[str]:
     counts = ("--num-prompts", str(args.num_prompts), "--num-pairs", str(args.num_pairs))
-    return [*counts, "--max-new-tokens", str(args.max_new_tokens)]
+    return [*counts, "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.eval_seed)]
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -297,7 +302,7 @@ def run_iterate(args: argparse.Namespace) -> int:
             *("--num-samples", str(args.num_samples), "--max-new-tokens", str(args.pairs_max_new_tokens)),
             *("--reward", args.reward),
         ],
-        eval_args=[*_evaluation_argv(args), "--seed", str(args.eval_seed)],
+        eval_args=_evaluation_argv(args),
         seed=args.seed,
         launcher=args.launcher,
     )

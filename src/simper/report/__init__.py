@@ -17,6 +17,7 @@ from simper.report.tables import (
     family_table,
     gains_table,
     intro,
+    likelihood_table,
     summary_table,
     to_html,
     tuning_table,
@@ -43,6 +44,11 @@ GAINS_TEXT = (
 DIFFERENCE_TEXT = (
     "Each objective's gain minus SimPER's on the same seeds and prompts (paired); a rank is claimed only where "
     "the interval excludes zero."
+)
+LIKELIHOOD_TEXT = (
+    "Mean log-probability per token of the chosen and the rejected training responses in the first and the last "
+    "logged training batch, mean over seeds (the curves below show every step). Under DPO the chosen likelihood "
+    "is known to fall with the rejected one; SimPER's claim is that it holds."
 )
 FAMILY_TEXT = (
     "Share of each constraint family's checks met on unseen-wording instruction prompts (all seeds), and in "
@@ -72,6 +78,7 @@ def build_report(folders: list[Path], output: Path) -> Path:
         ("Gain over the starting model", GAINS_TEXT, gains_table(groups)),
         ("Against SimPER", DIFFERENCE_TEXT, difference_table(groups)),
         ("Constraint families, unseen wording", FAMILY_TEXT, family_table(groups)),
+        ("Likelihood of the training responses", LIKELIHOOD_TEXT, likelihood_table(groups)),
         ("Tuning cost", "", tuning_table(groups)),
     )
     for title, text, table in sections:

@@ -36,6 +36,17 @@ EVAL_KEYS = (
     "by_phrasing.unseen.math_accuracy",
     "by_phrasing.unseen.loop_share",
 )
+# metrics.jsonl values kept per step: training batches, and the held-out pairs (eval/) where evaluated
+CURVES = (
+    "loss",
+    "logps/chosen",
+    "logps/rejected",
+    "grad/chosen",
+    "grad/rejected",
+    "tokens_per_s",
+    "eval/logps/chosen",
+    "eval/logps/rejected",
+)
 # generations.jsonl fields the per-prompt statistics read
 ROW_KEYS = ("id", "kind", "phrasing", "reward", "baseline_reward", "results", "baseline_results")
 
@@ -72,7 +83,7 @@ def load_run(folder: Path) -> RunRecord:
 
     for line in _lines(folder / "metrics.jsonl"):
         step = line.get("step")
-        for key in ("loss", "logps/chosen", "logps/rejected", "grad/chosen", "grad/rejected", "tokens_per_s"):
+        for key in CURVES:
             if key in line and step is not None:
                 record.curves.setdefault(key, []).append((step, line[key]))
     speeds = [v for _, v in record.curves.get("tokens_per_s", [])]

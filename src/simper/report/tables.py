@@ -124,6 +124,37 @@ def family_table(groups: dict[str, list[RunRecord]], wording: str = "unseen") ->
     return "\n".join([head, "|---|---|" + "---|" * len(changes), *rows])
 
 
+def likelihood_table(groups: dict[str, list[RunRecord]]) -> str:
+    """Per label: the mean log-prob per token of the chosen and of the rejected responses at the first
+    and the last logged step (mean over seeds) — training batches, and the held-out pairs where the
+    runs evaluated them while training — and whether the chosen one fell (the paper's claim: under
+    DPO it does, under SimPER it holds)."""
+    rows = []
+    for label, runs in groups.items():
+        cells, verdict = [], None
+        for prefix in ("", "eval/"):
+            for side in ("chosen", "rejected"):
+                ends = _first_last([r for r in runs if r.status != "failed"], f"{prefix}logps/{side}")
+                cells.append(f"{ends[0]:.3f} → {ends[1]:.3f} ({ends[1] - ends[0]:+.3f})" if ends else "–")
+                if ends and side == "chosen" and verdict is None:
+                    verdict = "falls" if ends[1] < ends[0] else "holds or rises"
+        if verdict is not None:
+            rows.append(f"| {label} | " + " | ".join(cells) + f" | {verdict} |")
+    if not rows:
+        return ""
+    head = (
+        "| objective | chosen (train) | rejected (train) | chosen (held-out) | rejected (held-out) | chosen (train) |"
+    )
+    return "\n".join([head, "|---|---|---|---|---|---|", *rows])
+
+
+def _first_last(runs: list[RunRecord], key: str) -> tuple[float, float] | None:
+    curves = [sorted(r.curves[key]) for r in runs if len(r.curves.get(key, [])) > 1]
+    if not curves:
+        return None
+    return statistics.fmean(c[0][1] for c in curves), statistics.fmean(c[-1][1] for c in curves)
+
+
 def tuning_table(groups: dict[str, list[RunRecord]]) -> str:
     """For objectives run at several hyperparameter settings: the best setting and what the grid cost."""
     by_objective: dict[str, list[str]] = {}
