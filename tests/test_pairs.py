@@ -63,6 +63,8 @@ def test_tie_break_prefers_an_answer_that_ended_over_a_loop_or_a_cut_off_one():
 
 def test_builtin_reward_and_bad_reward(tiny_model_dir, tmp_path, capsys):
     assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 4, 6) == 0
+    summary = capsys.readouterr().err.splitlines()[-1]  # 4 prompts × 4 samples; a random model rarely ends
+    assert summary.startswith("simper: of 16 samples, ") and "in a repetition loop" in summary
     assert run_pairs(tiny_model_dir, tmp_path / "q.jsonl", 4, 6, "--reward", "no_such_module:f") == 2
     assert "reward 'no_such_module:f': cannot import it" in capsys.readouterr().err
 

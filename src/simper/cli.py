@@ -264,6 +264,14 @@ def run_pairs(args: argparse.Namespace) -> int:
         f"{counts['skipped']} skipped (done before)",
         file=sys.stderr,
     )
+    if counts["samples"]:
+        cut, loops = counts["cut_off"], counts["cut_off_looping"]
+        print(
+            f"simper: of {counts['samples']} samples, {cut / counts['samples']:.1%} cut off: "
+            f"{loops / counts['samples']:.1%} in a repetition loop, {(cut - loops) / counts['samples']:.1%} "
+            "long but sound (at --max-new-tokens)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -19,7 +19,7 @@ from simper import models
 from simper.data.sources import read_rows
 from simper.diversity import is_looping
 from simper.errors import UserError
-from simper.generate import load_generator
+from simper.generate import load_generator, repeats
 from simper.rewards import load_reward
 from simper.tasks import make_tasks
 
@@ -93,7 +93,8 @@ def make_pairs(
     cap took most of the decoding time. (vLLM decodes every sample to its end or the cap.)
 
     Returns:
-        Counts: prompts, pairs written, of which tie-broken, ties dropped, skipped (already done).
+        Counts: prompts, pairs written, of which tie-broken, ties dropped, skipped (already done);
+        samples drawn, of which cut off (at the cap or in a loop), of which caught in a loop.
     """
     if num_samples < 2:
         raise UserError(f"--num-samples must be ≥ 2 to make a pair, got {num_samples}")
@@ -106,6 +107,7 @@ def make_pairs(
     seen = set(seen_path.read_text().split("\n")) if seen_path.exists() else set()
     todo = [row for row in rows if str(row["id"]) not in seen]
     counts = {"prompts": len(rows), "skipped": len(rows) - len(todo), "pairs": 0, "tie_broken": 0, "ties": 0}
+    counts.update(samples=0, cut_off=0, cut_off_looping=0)
     if not todo:
         return counts
     tokenizer = models.load_tokenizer(model, trust_remote_code=trust_remote_code)
@@ -117,6 +119,12 @@ def make_pairs(
         def write(indices: list[int], texts: list[list[str]], finished: list[list[bool]]) -> None:
             for index, responses, ended in zip(indices, texts, finished, strict=True):
                 row = todo[index]
+                counts["samples"] += len(responses)
+                for text, done in zip(responses, ended, strict=True):
+                    if not done:  # cut off: at the cap, or stopped in a loop (decoding tokens, not text)
+                        counts["cut_off"] += 1
+                        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                        counts["cut_off_looping"] += is_looping(text) or repeats(ids)
                 scores = reward_fn(row, responses)
                 picked = pick_pair(scores, responses, ended, tie_break)
                 if picked is None:
