@@ -11,8 +11,6 @@ from simper import __version__
 from simper.errors import UserError
 from simper.objectives import REGISTRY
 
-BACKENDS = ("auto", "transformers", "vllm")  # simper.generate.BACKENDS, without importing transformers here
-
 # Plain flags and the dotted config key each one sets.
 TRAIN_FLAGS = {
     "--model": ("model.name_or_path", "model folder, hub id or alias"),
@@ -65,48 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty run folder [training.overwrite]")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.bf16=true")
 
+    from simper.config import EvalConfig, PairsConfig
+
     pairs = commands.add_parser(
         "pairs",
         help="generate on-policy preference pairs with a reward",
         description="Sample k responses per prompt from a model, score them with a reward, and write the best "
-        "(chosen) and worst (rejected) as a conversational pair; reward ties are broken by degeneration (--tie-break), "
-        "prompts whose samples still tie are dropped. Rerunning "
-        "with the same output skips prompts already handled.",
+        "(chosen) and worst (rejected) as a conversational pair; reward ties are broken by degeneration "
+        "(--tie-break), prompts whose samples still tie are dropped. Rerunning with the same output skips prompts "
+        "already handled. Every flag is also a config key (--num-prompts = num_prompts), settable in --config YAML "
+        "or as key=value.",
     )
-    pairs.add_argument("--model", default="smollm2-135m-instruct", help="policy: folder, hub id or alias")
-    pairs.add_argument("--output", required=True, help="pairs JSONL to write (appended to on a rerun)")
-    pairs.add_argument("--prompts", help="prompt JSONL (field 'prompt': string or messages); default: built-in tasks")
-    pairs.add_argument("--num-prompts", type=int, default=100, help="built-in task prompts to draw (default 100)")
-    pairs.add_argument(
-        "--split", default="train", choices=["train", "heldout", "heldout-phrasing"], help="built-in task split"
-    )
-    pairs.add_argument(
-        "--reward", default="builtin", help="builtin (task checkers), module:function, or a reward-model folder/hub id"
-    )
-    pairs.add_argument("--num-samples", type=int, default=4, help="responses sampled per prompt (k, default 4)")
-    pairs.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    pairs.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling p (default 0.95)")
-    pairs.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
-    pairs.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
-    pairs.add_argument("--seed", type=int, default=0, help="seed of prompt drawing and sampling")
-    pairs.add_argument(
-        "--tie-break",
-        default="degeneration",
-        choices=["degeneration", "none"],
-        help="between responses the reward scores alike, one that ended and does not loop beats one cut off or "
-        "looping (default); none: such prompts are dropped as ties",
-    )
-    pairs.add_argument(
-        "--no-stop-loops",
-        dest="stop_loops",
-        action="store_false",
-        help="decode a sample caught in a repetition loop on to the length cap (default: stop it there, "
-        "marked cut off)",
-    )
-    pairs.add_argument(
-        "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
-    )
-    pairs.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+    pairs.add_argument("--config", metavar="YAML", help="settings file (keys as the flags, with underscores)")
+    _add_config_flags(pairs, PairsConfig)
+    pairs.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_samples=8")
 
     evaluate = commands.add_parser(
         "eval",
@@ -115,53 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "training never saw, reported apart) scored by a reward, the gain over a baseline with a bootstrap "
         "interval, repetition loops and sample diversity, KL to the baseline, preference accuracy on held-out "
         "pairs and the perplexity density of the model's responses. Writes eval.json, generations.jsonl and "
-        "ppl_density.png. With --export, writes a benchmark's answer file instead.",
+        "ppl_density.png. With --export, writes a benchmark's answer file instead. Every flag is also a config "
+        "key (--num-prompts = num_prompts), settable in --config YAML or as key=value.",
     )
     evaluate.add_argument("model", help="model folder, hub id or alias")
-    evaluate.add_argument("--baseline", help="model to compare against (its evaluation is cached)")
-    evaluate.add_argument("--output", help="folder for the results (default: the model folder, else runs/eval-NAME)")
-    evaluate.add_argument(
-        "--prompts",
-        help="prompt file (built-in task rows, or any rows with 'prompt' given --reward); default: built-in prompts",
-    )
-    evaluate.add_argument("--num-prompts", type=int, default=100, help="built-in held-out prompts (default 100)")
-    evaluate.add_argument(
-        "--pairs", action="append", help="held-out pair files for preference accuracy (default: the shipped ones)"
-    )
-    evaluate.add_argument("--num-pairs", type=int, default=0, help="use only the first N held-out pairs (default: all)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=256, help="response length cap (default 256)")
-    evaluate.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the built-in prompts")
-    evaluate.add_argument(
-        "--prompt-split",
-        default="both",
-        choices=["both", "heldout", "heldout-phrasing"],
-        help="built-in prompts: held out in training's wording, in wording training never saw, or half each, "
-        "reported apart (default both)",
-    )
-    evaluate.add_argument(
-        "--export",
-        choices=["alpaca_eval", "arena_hard", "mt_bench"],
-        help="instead of evaluating, answer that benchmark's question file (--prompts) and write the answer file "
-        "its judge reads into --output",
-    )
-    evaluate.add_argument("--model-id", help="the model's name in exported answer files (default: its folder name)")
-    evaluate.add_argument(
-        "--reward",
-        default="builtin",
-        help="what scores the answers: builtin (the task checkers), module:function, or a reward-model folder/hub "
-        "id; with the last two, --prompts can be any prompt file (field 'prompt': string or messages)",
-    )
-    evaluate.add_argument(
-        "--diversity-prompts",
-        type=int,
-        default=16,
-        help="prompts also sampled 4 times to measure the diversity of samples (default 16; 0 = skip)",
-    )
-    evaluate.add_argument(
-        "--backend", default="auto", choices=BACKENDS, help="decoder; auto = vLLM when installed and on a GPU"
-    )
-    evaluate.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+    evaluate.add_argument("--config", metavar="YAML", help="settings file (keys as the flags, with underscores)")
+    _add_config_flags(evaluate, EvalConfig, skip=("model",))
+    evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_prompts=256")
 
     compare = commands.add_parser(
         "compare",
@@ -211,6 +141,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of a command's config (``--num-prompts`` sets ``num_prompts``), with the
+    field's help, choices and default; a flag left out leaves the value to ``--config`` and key=value."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
+        common = {"dest": f.name, "default": argparse.SUPPRESS}
+        if kind is bool and default:
+            parser.add_argument(f"--no-{flag[2:]}", action="store_false", help=f"turn off: {text}", **common)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_true", help=text, **common)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag, action="append", metavar="VALUE", help=f"{text} (repeat for several)", **common)
+        else:
+            shown = "" if default in (None, "") else f" (default {default})"
+            choices = f.metadata.get("choices")
+            metavar = None if choices else f.name.upper()
+            parser.add_argument(flag, type=kind, choices=choices, metavar=metavar, help=text + shown, **common)
+
+
+def _config_from(args: argparse.Namespace, cls: type, **values):
+    """The command's config: --config YAML, then key=value, then the flags given."""
+    import dataclasses
+
+    from simper.config import load_config
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return load_config(args.config, args.overrides, cls=cls, values={**flags, **values})
+
+
 def _add_evaluation_options(parser: argparse.ArgumentParser, num_prompts: int) -> None:
     """The options of the simper eval that compare and iterate run after each training."""
     parser.add_argument(
@@ -229,9 +196,10 @@ def _add_evaluation_options(parser: argparse.ArgumentParser, num_prompts: int) -
     )
 
 
-def _evaluation_argv(args: argparse.Namespace) -> list[str]:
-    counts = ("--num-prompts", str(args.num_prompts), "--num-pairs", str(args.num_pairs))
-    return [*counts, "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.eval_seed)]
+def _evaluation_settings(args: argparse.Namespace) -> dict:
+    """The EvalConfig settings compare and iterate give every evaluation they run."""
+    names = ("num_prompts", "num_pairs", "max_new_tokens")
+    return {**{name: getattr(args, name) for name in names}, "seed": args.eval_seed}
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -254,12 +222,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_pairs(args: argparse.Namespace) -> int:
+    from simper.config import PairsConfig
     from simper.pairs import make_pairs
 
-    options = {k: v for k, v in vars(args).items() if k != "command"}
-    counts = make_pairs(**options)
+    config = _config_from(args, PairsConfig)
+    counts = make_pairs(config)
     print(
-        f"simper: {counts['pairs']} pairs written to {args.output} ({counts['tie_broken']} of them tie-broken), "
+        f"simper: {counts['pairs']} pairs written to {config.output} ({counts['tie_broken']} of them tie-broken), "
         f"{counts['ties']} prompts dropped as ties, "
         f"{counts['skipped']} skipped (done before)",
         file=sys.stderr,
@@ -287,7 +256,7 @@ def run_compare(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds),
         output=Path(args.output),
         tune_baselines=args.tune_baselines,
-        eval_args=_evaluation_argv(args),
+        evaluation=_evaluation_settings(args),
         launcher=args.launcher,
     )
     print(_first_table((report.parent / "report.md").read_text()))
@@ -306,11 +275,8 @@ def run_iterate(args: argparse.Namespace) -> int:
         output=Path(args.output),
         rounds=args.rounds,
         prompts_per_round=args.prompts_per_round,
-        pairs_args=[
-            *("--num-samples", str(args.num_samples), "--max-new-tokens", str(args.pairs_max_new_tokens)),
-            *("--reward", args.reward),
-        ],
-        eval_args=_evaluation_argv(args),
+        sampling={"num_samples": args.num_samples, "max_new_tokens": args.pairs_max_new_tokens, "reward": args.reward},
+        evaluation=_evaluation_settings(args),
         seed=args.seed,
         launcher=args.launcher,
     )
@@ -348,66 +314,34 @@ def _first_table(markdown: str) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from simper.config import EvalConfig
 
-    from simper.evaluate import compare_rewards, evaluate_cached, evaluate_model, kl_to_baseline, write_results
-    from simper.report.plots import plot_ppl_density
+    config = _config_from(args, EvalConfig, model=args.model)
+    if config.export:
+        from pathlib import Path
 
-    if args.export:
-        return run_export(args)
+        from simper.export import export
 
-    settings = {
-        "prompts": args.prompts,
-        "num_prompts": args.num_prompts,
-        "pairs": args.pairs,
-        "num_pairs": args.num_pairs,
-        "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "prompt_split": args.prompt_split,
-        "diversity_prompts": args.diversity_prompts,
-        "reward": args.reward,
-        "backend": args.backend,
-        "trust_remote_code": args.trust_remote_code,
-    }
-    output = Path(args.output or (args.model if os.path.isdir(args.model) else f"runs/eval-{Path(args.model).name}"))
-    baseline = evaluate_cached(args.baseline, settings) if args.baseline else None
-    metrics, rows = evaluate_model(args.model, **settings)
-    curves = {Path(args.model).name: metrics["ppl_density"]}
-    if baseline is not None:
-        metrics["baseline"] = baseline[0]
-        rows, comparison = compare_rewards(rows, baseline[1])
-        metrics.update(comparison)
-        for group, values in metrics.get("by_phrasing", {}).items():
-            values.update(compare_rewards([r for r in rows if r.get("phrasing") == group], baseline[1])[1])
-        metrics["kl_to_baseline"] = kl_to_baseline(args.baseline, rows, args.trust_remote_code)
-        curves[f"baseline {Path(args.baseline).name}"] = baseline[0]["ppl_density"]
-    write_results(output, metrics, rows)
-    plot_ppl_density(curves, output / "ppl_density.png")
+        if not config.prompts:
+            raise UserError(f"--export {config.export} needs the benchmark's question file as --prompts")
+        path = export(
+            config.model,
+            config.prompts,
+            config.export,
+            Path(config.output or f"runs/answers-{config.export}"),
+            model_id=config.model_id,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+            backend=config.backend,
+            trust_remote_code=config.trust_remote_code,
+        )
+        print(f"simper: {config.export} answers in {path}", file=sys.stderr)
+        return 0
+    from simper.evaluate import evaluate
+
+    metrics, output = evaluate(config)
     print(format_eval_table(metrics))
     print(f"simper: results in {output}/eval.json, generations.jsonl, ppl_density.png", file=sys.stderr)
-    return 0
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from simper.export import export
-
-    if not args.prompts:
-        raise UserError(f"--export {args.export} needs the benchmark's question file as --prompts")
-    path = export(
-        args.model,
-        args.prompts,
-        args.export,
-        Path(args.output or f"runs/answers-{args.export}"),
-        model_id=args.model_id,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        trust_remote_code=args.trust_remote_code,
-    )
-    print(f"simper: {args.export} answers in {path}", file=sys.stderr)
     return 0
 
 
@@ -474,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may stand anywhere among the flags, which argparse's positionals do not allow
-    if args.command in ("train", "compare") and all("=" in item and not item.startswith("-") for item in extra):
+    if args.command in ("train", "pairs", "eval", "compare") and all(
+        "=" in item and not item.startswith("-") for item in extra
+    ):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

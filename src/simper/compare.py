@@ -97,11 +97,14 @@ def compare(
     seeds: list[int],
     output: Path,
     tune_baselines: bool = False,
-    eval_args: list[str] = (),
+    evaluation: dict | None = None,
     launcher: str | None = None,
 ) -> Path:
-    """Train and evaluate every run that is not finished yet, then write the report; returns its path."""
-    from simper.config import load_config
+    """Train and evaluate every run that is not finished yet, then write the report; returns its path.
+
+    ``evaluation`` holds :class:`~simper.config.EvalConfig` settings shared by every run's evaluation
+    (``num_prompts``, ``seed``, ...); each run gets its own config file with its model and folder."""
+    from simper.config import EvalConfig, load_config, save_config
     from simper.report import build_report
 
     for name in objectives:
@@ -111,8 +114,12 @@ def compare(
             raise UserError(f"--objectives: {err}") from None
     base = load_config(config_path, overrides)  # fails here, before any run, on a bad recipe
     start_model = base.model.name_or_path
-    for source in base.data.eval:  # the recipe's held-out pairs (default: the shipped held-out set)
-        eval_args = [*eval_args, "--pairs", source]
+    # the recipe's held-out pairs (default: the shipped held-out set); a bad setting fails here too
+    shared = {**(evaluation or {}), "baseline": start_model, "pairs": list(base.data.eval)}
+    try:
+        EvalConfig(model=start_model, **shared)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"evaluation settings: {err}") from None
     launch = shlex.split(launcher) if launcher else [sys.executable]
     specs = plan(objectives, seeds, tune_baselines)
     output.mkdir(parents=True, exist_ok=True)
@@ -143,8 +150,10 @@ def compare(
             state = {**spec_dict(spec), "status": "trained", "train_seconds": seconds, "train_peak_rss_gb": peak}
             _write_state(folder, state)
         print(f"{prefix}: evaluating", file=sys.stderr)
-        command = [*launch, "-m", "simper", "eval", str(folder), "--baseline", start_model, "--output", str(folder)]
-        ok, seconds, _, error = run_logged([*command, *eval_args], folder.parent / f"{folder.name}.eval.log")
+        settings = folder / "eval-config.yaml"
+        save_config(EvalConfig(model=str(folder), output=str(folder), **shared), settings)
+        command = [*launch, "-m", "simper", "eval", str(folder), "--config", str(settings)]
+        ok, seconds, _, error = run_logged(command, folder.parent / f"{folder.name}.eval.log")
         if not ok:
             _write_state(folder, {**state, "status": "failed", "stage": "eval", "error": error})
             print(f"{prefix}: evaluation failed: {error}", file=sys.stderr)

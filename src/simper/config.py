@@ -229,6 +229,112 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# ------------------------------------------------------------------------------------------------
+# The other commands' configs: flat, one field per command-line flag (--num-prompts = num_prompts)
+# ------------------------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "transformers", "vllm")
+PROMPT_SPLITS = ("train", "heldout", "heldout-phrasing")
+EVAL_SPLITS = ("both", "heldout", "heldout-phrasing")
+EXPORTS = ("alpaca_eval", "arena_hard", "mt_bench")
+TIE_BREAKS = ("degeneration", "none")
+
+
+def _choices(default: Any, help: str, choices: tuple[str, ...]) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class PairsConfig:
+    """``simper pairs``: sample k answers per prompt, score them, write best vs. worst."""
+
+    output: str = _field("", "pairs JSONL to write (appended to on a rerun, which skips prompts already handled)")
+    model: str = _field("smollm2-135m-instruct", "policy that samples: folder, hub id or alias")
+    prompts: str | None = _field(None, "prompt file (field 'prompt': string or messages); default: built-in tasks")
+    num_prompts: int = _field(100, "built-in task prompts to draw")
+    split: str = _choices("train", "built-in task split", PROMPT_SPLITS)
+    reward: str = _field("builtin", "builtin (task checkers), module:function, or a reward-model folder/hub id")
+    num_samples: int = _field(4, "responses sampled per prompt (k)")
+    temperature: float = _field(0.8, "sampling temperature")
+    top_p: float = _field(0.95, "nucleus sampling p")
+    max_new_tokens: int = _field(256, "response length cap")
+    batch_size: int = _field(64, "sequences decoded together")
+    seed: int = _field(0, "seed of prompt drawing and sampling")
+    tie_break: str = _choices(
+        "degeneration",
+        "between responses the reward scores alike, one that ended and does not loop beats one cut off or looping; "
+        "none: such prompts are dropped as ties",
+        TIE_BREAKS,
+    )
+    stop_loops: bool = _field(
+        True, "stop a sample caught in a repetition loop there, marked cut off (the rest would repeat it)"
+    )
+    backend: str = _choices("auto", "decoder; auto = vLLM when installed and on a GPU", BACKENDS)
+    trust_remote_code: bool = _field(False, "allow code shipped with a hub model")
+
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise ValueError("output: the pairs file to write is required (--output FILE)")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be ≥ 2 to make a pair, got {self.num_samples}")
+        _check_choices(self)
+
+
+@dataclass
+class EvalConfig:
+    """``simper eval``: a model on held-out prompts and pairs, against a baseline."""
+
+    model: str = _field("", "model to evaluate: folder, hub id or alias")
+    baseline: str | None = _field(None, "model to compare against (its evaluation is cached)")
+    output: str | None = _field(None, "folder for the results (default: the model folder, else runs/eval-NAME)")
+    prompts: str | None = _field(
+        None, "prompt file (built-in task rows, or any rows with 'prompt' given a reward); default: built-in prompts"
+    )
+    num_prompts: int = _field(100, "built-in held-out prompts")
+    pairs: list[str] = _field([], "held-out pair files for preference accuracy (default: the shipped ones)")
+    num_pairs: int = _field(0, "use only the first N held-out pairs (0: all)")
+    max_new_tokens: int = _field(256, "response length cap")
+    batch_size: int = _field(64, "sequences decoded together")
+    seed: int = _field(0, "seed of the built-in prompts")
+    prompt_split: str = _choices(
+        "both",
+        "built-in prompts: held out in training's wording, in wording training never saw, or half each, reported apart",
+        EVAL_SPLITS,
+    )
+    diversity_prompts: int = _field(16, "prompts also sampled 4 times to measure the diversity of samples (0: skip)")
+    reward: str = _field(
+        "builtin",
+        "what scores the answers: builtin (the task checkers), module:function, or a reward-model folder/hub id; "
+        "with the last two, prompts can be any prompt file",
+    )
+    backend: str = _choices("auto", "decoder; auto = vLLM when installed and on a GPU", BACKENDS)
+    trust_remote_code: bool = _field(False, "allow code shipped with a hub model")
+    export: str | None = _choices(
+        None,
+        "instead of evaluating, answer that benchmark's question file (prompts) and write the answer file its judge "
+        "reads into output",
+        EXPORTS,
+    )
+    model_id: str | None = _field(None, "the model's name in exported answer files (default: its folder name)")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model: the model to evaluate is required (simper eval MODEL)")
+        _check_choices(self)
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the results (what a cached baseline evaluation is keyed by)."""
+        skip = ("model", "baseline", "output", "export", "model_id")
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def _check_choices(config: Any) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if "choices" in f.metadata and value is not None:
+            _choice(f.name, value, f.metadata["choices"])
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
@@ -252,8 +358,14 @@ def field_docs(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, str
     return rows
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Build a :class:`TrainConfig` from an optional YAML file and ``key=value`` overrides.
+def load_config(
+    path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    cls: type = TrainConfig,
+    values: dict[str, Any] | None = None,
+) -> Any:
+    """Build a ``cls`` (:class:`TrainConfig` by default) from an optional YAML file, ``key=value``
+    overrides, then ``values`` (dotted keys set as they are: command-line flags, already typed).
 
     Raises:
         UserError: unreadable file, unknown key (with the closest valid one), a value of the wrong
@@ -281,8 +393,10 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         if not sep or not key:
             raise UserError(f"override {override!r}: expected key=value, e.g. training.learning_rate=1e-6")
         _set_dotted(tree, key.strip(), yaml.safe_load(value) if value.strip() else "", override)
+    for key, value in (values or {}).items():
+        _set_dotted(tree, key, value, f"--{key.replace('_', '-')}")
     try:
-        return _build(TrainConfig, tree, "", where)
+        return _build(cls, tree, "", where)
     except ValueError as err:
         raise UserError(f"{where}: {err}") from None
 
@@ -298,7 +412,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any, override: str) -> No
     node[parts[-1]] = value
 
 
-def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
+def _build(cls: type, values: Any, prefix: str, where: str, root: type | None = None) -> Any:
     if not isinstance(values, dict):
         raise UserError(f"{where}: {prefix.rstrip('.') or 'config'}: expected a section (mapping), got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -308,7 +422,7 @@ def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             if not close:  # a leaf key put in the wrong section, e.g. model.learning_rate
-                every = [name for name, *_ in field_docs()]
+                every = [name for name, *_ in field_docs(root or cls)]
                 close = (
                     difflib.get_close_matches(f"{prefix}{key}", every, n=1)
                     or [name for name in every if name.endswith(f".{key}")][:1]
@@ -319,7 +433,7 @@ def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
             raise UserError(f"{where}: unknown key {prefix}{key}{suggestion}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.", where)
+            kwargs[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.", where, root or cls)
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}", where)
     return cls(**kwargs)
@@ -396,6 +510,6 @@ def _type_label(hint: Any) -> str:
     }.get(hint, str(hint))
 
 
-def save_config(config: TrainConfig, path: Path) -> None:
-    """Write the resolved config as YAML (loadable again with :func:`load_config`)."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+def save_config(config: Any, path: Path) -> None:
+    """Write the resolved config as YAML (loadable again with :func:`load_config` and its class)."""
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")

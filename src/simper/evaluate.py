@@ -26,6 +26,7 @@ import torch
 from simper import models
 from simper.attention import layout_for
 from simper.bootstrap import bootstrap_interval
+from simper.config import EvalConfig
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
@@ -39,6 +40,32 @@ from simper.tasks import make_tasks, score
 
 PPL_BINS = 160
 PPL_RANGE = (0.0, 8.0)  # log-perplexity grid shared by every model
+
+
+def evaluate(config: EvalConfig) -> tuple[dict[str, Any], Path]:
+    """``simper eval``: evaluate ``config.model`` and, with a baseline (its evaluation cached), compare
+    the two prompt by prompt (reward gain with its interval, per wording too) and estimate the KL to
+    it; write ``eval.json``, ``generations.jsonl`` and ``ppl_density.png``. Returns the metrics and
+    the output folder."""
+    from simper.report.plots import plot_ppl_density
+
+    name = config.model
+    output = Path(config.output or (name if os.path.isdir(name) else f"runs/eval-{Path(name).name}"))
+    settings = config.settings()
+    baseline = evaluate_cached(config.baseline, settings) if config.baseline else None
+    metrics, rows = evaluate_model(name, **settings)
+    curves = {Path(name).name: metrics["ppl_density"]}
+    if baseline is not None:
+        metrics["baseline"] = baseline[0]
+        rows, comparison = compare_rewards(rows, baseline[1])
+        metrics.update(comparison)
+        for group, values in metrics.get("by_phrasing", {}).items():
+            values.update(compare_rewards([r for r in rows if r.get("phrasing") == group], baseline[1])[1])
+        metrics["kl_to_baseline"] = kl_to_baseline(config.baseline, rows, config.trust_remote_code)
+        curves[f"baseline {Path(config.baseline).name}"] = baseline[0]["ppl_density"]
+    write_results(output, metrics, rows)
+    plot_ppl_density(curves, output / "ppl_density.png")
+    return metrics, output
 
 
 def evaluate_model(
@@ -67,7 +94,7 @@ def evaluate_model(
     task checkers, for built-in task rows), ``module:function`` or a reward model, as in
     ``simper pairs``; with another reward than the checkers, any prompt file can be evaluated."""
     tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
-    held_out, _ = read_pairs(pairs if pairs is not None else [str(HELDOUT_PAIRS)], "test", [])
+    held_out, _ = read_pairs(pairs or [str(HELDOUT_PAIRS)], "test", [])
     held_out = held_out[:num_pairs] if num_pairs > 0 else held_out
     tasks = read_prompts(prompts) if prompts else builtin_prompts(num_prompts, seed, prompt_split)
     reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)  # before any generation

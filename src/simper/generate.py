@@ -289,13 +289,11 @@ def generate(
     return Generations(results, lengths, finished, time.perf_counter() - start, ids_out, logps)
 
 
-BACKENDS = ("auto", "transformers", "vllm")
-
-
 def resolve_backend(backend: str) -> str:
     """``auto`` is vLLM when it is installed and a CUDA GPU is there, else transformers."""
     import importlib.util
 
+    from simper.config import BACKENDS
     from simper.errors import UserError
 
     if backend not in BACKENDS:

@@ -45,17 +45,25 @@ def iterate(
     output: Path,
     rounds: int,
     prompts_per_round: int,
-    pairs_args: list[str] = (),
-    eval_args: list[str] = (),
+    sampling: dict | None = None,
+    evaluation: dict | None = None,
     seed: int = 0,
     launcher: str | None = None,
 ) -> Path:
-    """Run the rounds not finished yet; returns the path of ``rounds.md``."""
-    from simper.config import load_config
+    """Run the rounds not finished yet; returns the path of ``rounds.md``. ``sampling`` holds
+    :class:`~simper.config.PairsConfig` settings of every round's pairs (``num_samples``, ``reward``,
+    ``max_new_tokens``), ``evaluation`` :class:`~simper.config.EvalConfig` settings of its evaluation;
+    each step gets its own config file in the round's folder."""
+    from simper.config import EvalConfig, PairsConfig, load_config, save_config
 
     if rounds < 1 or prompts_per_round < 1:
         raise UserError(f"--rounds and --prompts-per-round must be ≥ 1, got {rounds} and {prompts_per_round}")
     start_model = load_config(config_path, overrides).model.name_or_path  # a bad recipe fails here, first
+    sampling, evaluation = sampling or {}, evaluation or {}
+    try:  # and bad sampling or evaluation settings
+        PairsConfig(output="pairs.jsonl", **sampling), EvalConfig(model=start_model, **evaluation)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"round settings: {err}") from None
     launch = [*(shlex.split(launcher) if launcher else [sys.executable]), "-m", "simper"]
     output.mkdir(parents=True, exist_ok=True)
     policy = start_model
@@ -64,11 +72,14 @@ def iterate(
         model_dir, pairs = folder / "model", folder / "pairs.jsonl"
         prefix = f"[round {number}/{rounds}]"
         if not (folder / "eval.done").exists():
-            sample = ["--num-prompts", str(prompts_per_round), "--seed", str(seed + number), *pairs_args]
+            folder.mkdir(parents=True, exist_ok=True)
+            draw = {"num_prompts": prompts_per_round, "seed": seed + number, "split": "train"}
+            save_config(PairsConfig(output=str(pairs), model=policy, **draw, **sampling), folder / "pairs.yaml")
+            save_config(EvalConfig(model=str(model_dir), baseline=start_model, **evaluation), folder / "eval.yaml")
             steps = [
-                ("pairs", [*launch, "pairs", "--model", policy, "--output", str(pairs), "--split", "train", *sample]),
+                ("pairs", [*launch, "pairs", "--config", str(folder / "pairs.yaml")]),
                 ("train", _train_command(launch, config_path, overrides, policy, pairs, model_dir)),
-                ("eval", [*launch, "eval", str(model_dir), "--baseline", start_model, *eval_args]),
+                ("eval", [*launch, "eval", str(model_dir), "--config", str(folder / "eval.yaml")]),
             ]
             for name, command in steps:
                 done = folder / f"{name}.done"  # written once the step succeeded: a rerun skips it

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from simper import models
+from simper.config import PairsConfig
 from simper.data.sources import read_rows
 from simper.diversity import is_looping
 from simper.errors import UserError
@@ -23,7 +24,6 @@ from simper.generate import load_generator, repeats
 from simper.rewards import load_reward
 from simper.tasks import make_tasks
 
-TIE_BREAKS = ("degeneration", "none")
 CHUNK = 256  # prompts generated per round
 
 
@@ -62,26 +62,8 @@ def pick_pair(
     return best, worst
 
 
-def make_pairs(
-    *,
-    model: str,
-    output: str,
-    prompts: str | None = None,
-    num_prompts: int = 100,
-    split: str = "train",
-    reward: str = "builtin",
-    num_samples: int = 4,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    max_new_tokens: int = 256,
-    batch_size: int = 64,
-    seed: int = 0,
-    tie_break: str = "degeneration",
-    stop_loops: bool = True,
-    backend: str = "auto",
-    trust_remote_code: bool = False,
-) -> dict[str, int]:
-    """Write pairs to ``output`` (JSONL), skipping prompts a previous run already handled.
+def make_pairs(config: PairsConfig) -> dict[str, int]:
+    """Write pairs to ``config.output`` (JSONL), skipping prompts a previous run already handled.
 
     The chosen response is the one the reward scores highest, the rejected one the lowest. With
     ``tie_break="degeneration"``, between responses the reward scores alike one that ended on its
@@ -96,13 +78,10 @@ def make_pairs(
         Counts: prompts, pairs written, of which tie-broken, ties dropped, skipped (already done);
         samples drawn, of which cut off (at the cap or in a loop), of which caught in a loop.
     """
-    if num_samples < 2:
-        raise UserError(f"--num-samples must be ≥ 2 to make a pair, got {num_samples}")
-    if tie_break not in TIE_BREAKS:
-        raise UserError(f"--tie-break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
-    rows = read_prompts(prompts) if prompts else make_tasks(num_prompts, seed=seed, split=split)
-    reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)
-    out = Path(output)
+    c = config
+    rows = read_prompts(c.prompts) if c.prompts else make_tasks(c.num_prompts, seed=c.seed, split=c.split)
+    reward_name, reward_fn = load_reward(c.reward, trust_remote_code=c.trust_remote_code)
+    out = Path(c.output)
     seen_path = out.with_name(out.name + ".seen")  # every prompt handled, ties included: what resume skips
     seen = set(seen_path.read_text().split("\n")) if seen_path.exists() else set()
     todo = [row for row in rows if str(row["id"]) not in seen]
@@ -110,8 +89,8 @@ def make_pairs(
     counts.update(samples=0, cut_off=0, cut_off_looping=0)
     if not todo:
         return counts
-    tokenizer = models.load_tokenizer(model, trust_remote_code=trust_remote_code)
-    policy = load_generator(model, backend, seed=seed, trust_remote_code=trust_remote_code)
+    tokenizer = models.load_tokenizer(c.model, trust_remote_code=c.trust_remote_code)
+    policy = load_generator(c.model, c.backend, seed=c.seed, trust_remote_code=c.trust_remote_code)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     with out.open("a", encoding="utf-8") as pairs_file, seen_path.open("a", encoding="utf-8") as seen_file:
@@ -126,7 +105,7 @@ def make_pairs(
                         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
                         counts["cut_off_looping"] += is_looping(text) or repeats(ids)
                 scores = reward_fn(row, responses)
-                picked = pick_pair(scores, responses, ended, tie_break)
+                picked = pick_pair(scores, responses, ended, c.tie_break)
                 if picked is None:
                     counts["ties"] += 1
                 else:
@@ -163,14 +142,14 @@ def make_pairs(
             result = policy(
                 tokenizer,
                 [as_messages(row["prompt"]) for row in chunk],
-                num_samples=num_samples,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                batch_size=batch_size,
-                seed=seed + first,
+                num_samples=c.num_samples,
+                max_new_tokens=c.max_new_tokens,
+                temperature=c.temperature,
+                top_p=c.top_p,
+                batch_size=c.batch_size,
+                seed=c.seed + first,
                 on_batch=write_chunk,
-                stop_loops=stop_loops,
+                stop_loops=c.stop_loops,
             )
             seconds += result.seconds
             samples += sum(map(len, result.texts))
