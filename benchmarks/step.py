@@ -2,16 +2,21 @@
 
     pip install -e ".[bench]"          # TRL, for the benchmark only
     python benchmarks/step.py                              # SmolLM2, 4 pairs/step, all data shapes
-    python benchmarks/step.py --data fixed-256 --steps 3 --gradient-checkpointing on
+    python benchmarks/step.py --data fixed-256 --contenders simper,trl-cpo-simpo --gradient-checkpointing on
 
 Each (contender, data, gradient checkpointing) runs in its own subprocess, so peak memory is that
 run's own: peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU. Every contender sees the
 same token sequences: the texts are random words that are one token each, so TRL's tokenization and
 ours give the same ids (the child checks the token count). The first step of each run is a warm-up
-and is not timed. tokens/s counts the tokens of the pairs' two sequences (2 · prompt + chosen +
-rejected, no padding) — the same number for every contender. Ratios are printed against TRL's
-CPOTrainer (SimPO loss, cpo_alpha 0: reference-free) and against the SFT step, measured in the same
-run: compare ratios, not absolute numbers, on a shared machine.
+and is not timed; then ``--steps`` (default 3) steps are timed. With ``--rounds R`` (default 2) every
+contender runs R times, the contenders taking turns (A B C A B C …), so a slow spell of a shared
+machine falls on all of them alike; a contender's s/step is the median over all its timed steps,
+its peak memory the largest of its runs. tokens/s counts the tokens of the pairs' two sequences
+(2 · prompt + chosen + rejected, no padding) — the same number for every contender — over the median
+step. Ratios are printed against TRL's CPOTrainer (SimPO loss, cpo_alpha 0: reference-free) and
+against the SFT step, measured in the same run: compare ratios, not absolute numbers, on a shared
+machine. The output file is replaced by this run's results (one run, one file), with the machine
+and the allocator setting (``MALLOC_MMAP_THRESHOLD_``) it ran under.
 
 Contenders:
   simper         our step as `simper train` runs it: shared-prompt rows, padding-free, response-only chunked logits
@@ -30,6 +35,7 @@ import math
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,6 +135,7 @@ def run_contender(args: argparse.Namespace) -> dict:
         "gradient_checkpointing": args.gradient_checkpointing,
         "precision": dtype,
         "device": device,
+        "step_seconds": timed,
         "s_per_step": sum(timed) / len(timed),
         "tokens_per_s": timed_tokens / sum(timed),
         "peak_gb": (
@@ -281,10 +288,13 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--data", default=",".join(DATA), help=f"comma list of {', '.join(DATA)}")
     parser.add_argument("--gradient-checkpointing", choices=("off", "on", "both"), default="both")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per run (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per run (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="runs per contender, contenders taking turns")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for every contender")
-    parser.add_argument("--output", default="benchmarks/results/step.jsonl", help="one JSON line per run, appended")
+    parser.add_argument(
+        "--output", default="benchmarks/results/step.jsonl", help="one JSON line per contender, replaced by this run"
+    )
     parser.add_argument("--run", dest="contender", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.contender:
@@ -293,52 +303,93 @@ def main() -> None:
         return
 
     checkpointing = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[args.gradient_checkpointing]
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    results = []
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     for gc in checkpointing:
         for data in args.data.split(","):
-            for contender in args.contenders.split(","):
-                command = [
-                    sys.executable,
-                    __file__,
-                    "--run",
-                    contender,
-                    "--data",
-                    data,
-                    "--model",
-                    args.model,
-                    "--gradient-checkpointing",
-                    gc,
-                    "--steps",
-                    str(args.steps),
-                    "--warmup",
-                    str(args.warmup),
-                ]
-                command += ["--bf16"] if args.bf16 else []
-                done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-                lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-                if done.returncode or not lines:
-                    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-                    print(f"{contender} {data} gc={gc}: failed: {' | '.join(tail)}", flush=True)
-                    continue
-                result = json.loads(lines[-1][len("RESULT ") :])
-                results.append(result)
-                with output.open("a") as f:
-                    f.write(json.dumps(result) + "\n")
-                print(
-                    f"{contender:14s} {data:9s} gc={gc:3s} {result['s_per_step']:7.2f} s/step "
-                    f"{result['tokens_per_s']:8.0f} tok/s  peak {result['peak_gb']:6.2f} GB",
-                    flush=True,
-                )
+            for round_number in range(1, args.rounds + 1):
+                for contender in args.contenders.split(","):
+                    result = _child(args, contender, data, gc)
+                    if result is None:
+                        continue
+                    runs.setdefault((gc, data, contender), []).append(result)
+                    print(
+                        f"{contender:14s} {data:9s} gc={gc:3s} round {round_number}: "
+                        f"{statistics.median(result['step_seconds']):7.2f} s/step (median)  "
+                        f"peak {result['peak_gb']:6.2f} GB",
+                        flush=True,
+                    )
+    results = [pool(group) for group in runs.values()]
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text("".join(json.dumps({**r, **machine()}) + "\n" for r in results))
+    tmp.replace(output)
     print()
     print(table(results))
+
+
+def _child(args: argparse.Namespace, contender: str, data: str, gc: str) -> dict | None:
+    """One contender run in its own process; its result, or None (said) when it failed."""
+    command = [sys.executable, __file__, "--run", contender, "--data", data, "--model", args.model]
+    command += ["--gradient-checkpointing", gc, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--bf16"] if args.bf16 else []
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        print(f"{contender} {data} gc={gc}: failed: {' | '.join(tail)}", flush=True)
+        return None
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def pool(runs: list[dict]) -> dict:
+    """One contender's runs as one result: the median step over all timed steps, the largest peak."""
+    steps = [s for run in runs for s in run["step_seconds"]]
+    median = statistics.median(steps)
+    return {
+        **runs[0],
+        "runs": len(runs),
+        "step_seconds": steps,
+        "s_per_step": median,
+        "tokens_per_s": runs[0]["tokens_per_step"] / median,
+        "peak_gb": max(run["peak_gb"] for run in runs),
+    }
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import platform
+
+    import torch
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+    }
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def table(results: list[dict]) -> str:
     """Markdown table with ratios to TRL CPO-SimPO and to the SFT step of the same data and setting."""
     lines = [
-        "| data | grad ckpt | run | s/step | tokens/s | peak GB "
+        "| data | grad ckpt | run | s/step (median) | tokens/s | peak GB "
         "| tokens/s ÷ TRL CPO-SimPO | peak ÷ TRL CPO-SimPO | tokens/s ÷ SFT |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

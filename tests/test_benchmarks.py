@@ -45,12 +45,26 @@ def test_step_contenders_run_on_the_tiny_model(tiny_model_dir, tmp_path):
     output = tmp_path / "step.jsonl"
     command = [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--model", str(tiny_model_dir), "--data", "mixed"]
     command += ["--contenders", "simper,simper-plain,sft", "--gradient-checkpointing", "off", "--steps", "1"]
+    output.write_text("a stale line from an earlier run\n")
     done = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    results = [json.loads(line) for line in output.read_text().splitlines()]
+    results = [json.loads(line) for line in output.read_text().splitlines()]  # replaced, not appended to
     assert [r["contender"] for r in results] == ["simper", "simper-plain", "sft"]
     assert len({r["tokens_per_step"] for r in results}) == 1  # the same data for every contender
+    assert all(r["runs"] == 2 and len(r["step_seconds"]) == 2 and r["cores"] for r in results)  # 2 rounds × 1 step
+    turns = [line.split()[0] for line in done.stdout.splitlines() if " round " in line]
+    assert turns == ["simper", "simper-plain", "sft"] * 2  # contenders take turns
     assert "tokens/s ÷ TRL CPO-SimPO" in done.stdout
+
+
+def test_pooled_runs_take_the_median_step_and_the_largest_peak():
+    step = _module("step")
+    runs = [
+        {"step_seconds": [1.0, 9.0], "tokens_per_step": 100.0, "peak_gb": 2.0},
+        {"step_seconds": [2.0, 3.0], "tokens_per_step": 100.0, "peak_gb": 3.0},
+    ]
+    pooled = step.pool(runs)
+    assert pooled["s_per_step"] == 2.5 and pooled["tokens_per_s"] == 40.0 and pooled["peak_gb"] == 3.0
 
 
 @pytest.mark.slow
