@@ -1,0 +1,55 @@
+"""What a pair file holds: pairs per task kind, ties dropped, tie-broken pairs, and the chosen and
+rejected responses cut off (at the cap, or stopped in a repetition loop) split into loops and
+long-but-sound answers, with their lengths. Used for the shipped SmolLM2 pairs (docs/results.md).
+
+    python scripts/pair_stats.py PAIRS.jsonl [MORE.jsonl ...] [--model smollm2-135m-instruct]
+
+Prompts handled are read from each file's ``.seen`` companion (what ``simper pairs`` writes), so
+ties = prompts handled − pairs written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from simper import models
+from simper.diversity import is_looping
+from simper.generate import repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="whose tokenizer counts the tokens")
+    args = parser.parse_args()
+    tokenizer = models.load_tokenizer(args.model)
+    rows, handled = [], 0
+    for name in args.files:
+        rows += [json.loads(line) for line in Path(name).read_text().splitlines() if line.strip()]
+        seen = Path(name + ".seen")
+        handled += len(seen.read_text().split()) if seen.exists() else 0
+    kinds = Counter(row.get("kind", "?") for row in rows)
+    print(f"{len(rows)} pairs ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) from {handled} prompts:")
+    print(f"  ties dropped: {handled - len(rows)}; tie-broken pairs: {sum(bool(r.get('tie_broken')) for r in rows)}")
+    for side in ("chosen", "rejected"):
+        texts = [row[side][-1]["content"] for row in rows]
+        ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        cut = [bool(row.get(f"{side}_truncated")) for row in rows]
+        loops = [c and (is_looping(t) or repeats(i)) for c, t, i in zip(cut, texts, ids, strict=True)]
+        n = max(len(rows), 1)
+        print(
+            f"  {side}: {sum(cut) / n:.1%} cut off — {sum(loops) / n:.1%} in a repetition loop, "
+            f"{(sum(cut) - sum(loops)) / n:.1%} long but sound; median length {statistics.median(map(len, ids)):.0f} "
+            f"tokens; mean checker score {statistics.fmean(r[f'score_{side}'] for r in rows):.2f}"
+        )
+    both = sum(bool(r.get("chosen_truncated")) or bool(r.get("rejected_truncated")) for r in rows)
+    chosen_ended = sum(not r.get("chosen_truncated") for r in rows)
+    print(f"  pairs with a response cut off: {both}; pairs whose chosen response ended: {chosen_ended}")
+
+
+if __name__ == "__main__":
+    main()
