@@ -319,6 +319,8 @@ def main() -> None:
                         flush=True,
                     )
     results = [pool(group) for group in runs.values()]
+    if not results:
+        sys.exit("every contender failed; the results file is left as it was")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
@@ -343,11 +345,13 @@ def _child(args: argparse.Namespace, contender: str, data: str, gc: str) -> dict
 
 
 def pool(runs: list[dict]) -> dict:
-    """One contender's runs as one result: the median step over all timed steps, the largest peak."""
+    """One contender's runs as one result: the median step over all timed steps (time, and tokens/s
+    at the mean tokens per step — every run sees the same batches), the largest peak."""
     steps = [s for run in runs for s in run["step_seconds"]]
     median = statistics.median(steps)
+    result = {k: v for k, v in runs[0].items() if k != "mfu"}
     return {
-        **runs[0],
+        **result,
         "runs": len(runs),
         "step_seconds": steps,
         "s_per_step": median,

@@ -32,6 +32,8 @@ def main() -> None:
         rows += [json.loads(line) for line in Path(name).read_text().splitlines() if line.strip()]
         seen = Path(name + ".seen")
         handled += len(seen.read_text().split()) if seen.exists() else 0
+    if not rows:
+        raise SystemExit(f"{', '.join(args.files)}: no pairs")
     kinds = Counter(row.get("kind", "?") for row in rows)
     print(f"{len(rows)} pairs ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) from {handled} prompts:")
     print(f"  ties dropped: {handled - len(rows)}; tie-broken pairs: {sum(bool(r.get('tie_broken')) for r in rows)}")

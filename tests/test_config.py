@@ -82,3 +82,15 @@ def test_every_accelerate_config_loads(path):
 
     cluster = ClusterConfig.from_yaml_file(str(path))
     assert cluster.distributed_type.value in ("MULTI_GPU", "FSDP", "DEEPSPEED") and cluster.num_processes >= 1
+
+
+def test_command_flags_come_from_the_config_fields():
+    from simper.cli import _config_from, build_parser
+    from simper.config import EvalConfig, PairsConfig
+
+    args = build_parser().parse_args(["eval", "m", "num_prompts=7", "--pairs", "a.jsonl", "--pairs", "b.jsonl"])
+    config = _config_from(args, EvalConfig, model=args.model)
+    assert config.pairs == ["a.jsonl", "b.jsonl"] and config.num_prompts == 7 and config.seed == 0
+    args = build_parser().parse_args(["pairs", "--output", "p.jsonl", "--no-stop-loops", "--num-samples", "8"])
+    config = _config_from(args, PairsConfig)
+    assert (config.stop_loops, config.num_samples, config.tie_break) == (False, 8, "degeneration")

@@ -145,6 +145,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[st
     """One flag per field of a command's config (``--num-prompts`` sets ``num_prompts``), with the
     field's help, choices and default; a flag left out leaves the value to ``--config`` and key=value."""
     import dataclasses
+    import types
     import typing
 
     hints = typing.get_type_hints(cls)
@@ -152,7 +153,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[st
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        hint = hints[f.name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if union else hint
         flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
         common = {"dest": f.name, "default": argparse.SUPPRESS}
         if kind is bool and default:

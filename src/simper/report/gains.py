@@ -55,9 +55,18 @@ def pooled(matrix: np.ndarray) -> Gain | None:
 
 
 def _matrix(per_seed: list[dict[str, float]]) -> np.ndarray:
-    """Seeds × prompts on the prompts every seed has (sorted by id: the same columns for every label)."""
-    common = sorted(set.intersection(*(set(g) for g in per_seed))) if per_seed else []
-    return np.array([[gains[p] for p in common] for gains in per_seed]) if common else np.empty((0, 0))
+    """Seeds × prompts on the prompts the seeds share (sorted by id: the same columns for every label).
+
+    Seeds evaluated on other prompts (another evaluation seed or count, e.g. runs added to an older
+    comparison) are left out: only the seeds holding the most common prompt set are pooled, and the
+    tables give the number of seeds pooled."""
+    per_seed = [gains for gains in per_seed if gains]
+    if not per_seed:
+        return np.empty((0, 0))
+    sets = [frozenset(gains) for gains in per_seed]
+    most = max(set(sets), key=lambda ids: (sets.count(ids), len(ids)))
+    kept = [gains for gains, ids in zip(per_seed, sets, strict=True) if ids == most]
+    return np.array([[gains[p] for p in sorted(most)] for gains in kept])
 
 
 def finished(runs: list[RunRecord]) -> list[RunRecord]:
@@ -71,7 +80,7 @@ def label_gain(runs: list[RunRecord], wording: str = "all") -> Gain | None:
 
 def paired_difference(runs: list[RunRecord], reference: list[RunRecord], wording: str = "all") -> Gain | None:
     """Gain of ``runs`` minus gain of ``reference``, seed by seed and prompt by prompt, on shared seeds."""
-    ours = {r.seed: prompt_gains(r, wording) for r in finished(runs)}
+    ours = {r.seed: prompt_gains(r, wording) for r in finished(runs)}  # one run per seed: the last folder
     theirs = {r.seed: prompt_gains(r, wording) for r in finished(reference)}
     seeds = sorted(ours.keys() & theirs.keys())
     diffs = [{p: ours[s][p] - theirs[s][p] for p in ours[s].keys() & theirs[s].keys()} for s in seeds]
@@ -80,13 +89,14 @@ def paired_difference(runs: list[RunRecord], reference: list[RunRecord], wording
 
 def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, tuple[float, float, Gain]]:
     """Per constraint family, on instruction prompts of ``wording``: the share of its checks the start
-    met, the share the label met (over its seeds), and the change with its interval (per prompt, the
-    family's checks met minus the start's; seeds and prompts resampled)."""
-    per_family: dict[str, list[dict[str, tuple[int, int, int]]]] = {}
+    met, the share the label met, and the change with its interval — per prompt, the family's checks
+    met minus the start's, divided by the family's mean checks per prompt, so its mean is exactly
+    the change in share; seeds and prompts resampled — all on the prompts the seeds share."""
     done = finished(runs)
+    per_family: dict[str, list[dict[str, tuple[int, int, int]]]] = {}
     for index, run in enumerate(done):
         for row in run.rows:
-            if row.get("kind") != "instructions" or "baseline_results" not in row:
+            if row.get("kind") != "instructions" or not row.get("baseline_results") or not row.get("results"):
                 continue
             if wording not in ("all", row.get("phrasing")):
                 continue
@@ -94,13 +104,13 @@ def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, 
                 family = key.split(":", 1)[-1]
                 seeds = per_family.setdefault(family, [{} for _ in done])
                 met, start, total = seeds[index].get(row["id"], (0, 0, 0))
-                seeds[index][row["id"]] = (met + ok, start + row["baseline_results"][key], total + 1)
+                seeds[index][row["id"]] = (met + ok, start + bool(row["baseline_results"].get(key)), total + 1)
     changes = {}
     for family, seeds in sorted(per_family.items()):
-        counts = np.array([v for seed in seeds for v in seed.values()], dtype=float)
-        diffs = _matrix([{p: (m - s) / t for p, (m, s, t) in seed.items()} for seed in seeds])
-        gain = pooled(diffs)
-        if gain is not None and counts.size:
-            total = counts[:, 2].sum()
-            changes[family] = (counts[:, 1].sum() / total, counts[:, 0].sum() / total, gain)
+        met, start, total = (_matrix([{p: v[i] for p, v in seed.items()} for seed in seeds]) for i in range(3))
+        if total.size == 0:
+            continue
+        per_prompt = total.mean()
+        gain = pooled((met - start) / per_prompt)
+        changes[family] = (start.sum() / total.sum(), met.sum() / total.sum(), gain)
     return changes
