@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"simper {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_pairs, _add_eval, _add_compare, _add_iterate, _add_report):
+        add(commands)
+    return parser
+
+
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train",
         help="train a model on preference pairs",
@@ -63,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty run folder [training.overwrite]")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.bf16=true")
 
-    from simper.config import EvalConfig, PairsConfig
+
+def _add_pairs(commands) -> None:
+    from simper.config import PairsConfig
 
     pairs = commands.add_parser(
         "pairs",
@@ -77,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--config", metavar="YAML", help="settings file (keys as the flags, with underscores)")
     _add_config_flags(pairs, PairsConfig)
     pairs.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_samples=8")
+
+
+def _add_eval(commands) -> None:
+    from simper.config import EvalConfig
 
     evaluate = commands.add_parser(
         "eval",
@@ -93,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(evaluate, EvalConfig, skip=("model",))
     evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. num_prompts=256")
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare",
         help="train and evaluate several objectives with one recipe, then write a report",
@@ -112,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_options(compare, num_prompts=100)
     compare.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
 
+
+def _add_iterate(commands) -> None:
     iterate = commands.add_parser(
         "iterate",
         help="iterative on-policy rounds: sample pairs from the current model, train, evaluate, repeat",
@@ -130,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_options(iterate, num_prompts=128)
     iterate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every round")
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser(
         "report",
         help="rebuild a comparison report from run folders",
@@ -138,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("runs", nargs="+", help="run folders, or a compare output folder")
     report.add_argument("--output", help="folder for the report (default: the compare folder, else runs/report)")
-    return parser
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:

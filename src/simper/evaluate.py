@@ -112,25 +112,10 @@ def evaluate_model(
     else:  # the vLLM engine leaves the GPU before the transformers model scores the responses
         generator.close()
         model = models.load_model(model_name, trust_remote_code=trust_remote_code).to(models.best_device()).eval()
-    generations = []
-    for task, texts, ids, ended in zip(tasks, result.texts, result.ids, result.finished, strict=True):
-        row = {
-            "id": task["id"],
-            "prompt": task["prompt"],
-            "response": texts[0],
-            "tokens": len(ids[0]),
-            "finished": ended[0],
-            "token_ids": ids[0],
-        }
-        if reward_name == "builtin" and "kind" in task:
-            checked = score(task, texts[0])
-            row.update(kind=task["kind"], reward=checked.reward, results=checked.results)
-        elif reward_name != "builtin":
-            row["reward"] = reward_fn(task, texts[:1])[0]
-        if "phrasing" in task:
-            row["phrasing"] = task["phrasing"]
-        row["looping"] = is_looping(texts[0])
-        generations.append(row)
+    generations = [
+        answer_row(task, texts[0], ids[0], ended[0], reward_name, reward_fn)
+        for task, texts, ids, ended in zip(tasks, result.texts, result.ids, result.finished, strict=True)
+    ]
 
     metrics: dict[str, Any] = {"model": model_name, "prompts": len(tasks)}
     metrics.update(text_metrics(generations))
@@ -155,6 +140,22 @@ def evaluate_model(
 
 
 DIVERSITY_SAMPLES = 4
+
+
+def answer_row(task: dict[str, Any], text: str, ids: list[int], ended: bool, reward_name: str, reward_fn) -> dict:
+    """One greedy answer as ``generations.jsonl`` holds it: the answer, its tokens, whether it ended
+    and loops, and its reward (with each check's result for the built-in tasks)."""
+    row = {"id": task["id"], "prompt": task["prompt"], "response": text, "tokens": len(ids), "finished": ended}
+    row["token_ids"] = ids
+    if reward_name == "builtin" and "kind" in task:
+        checked = score(task, text)
+        row.update(kind=task["kind"], reward=checked.reward, results=checked.results)
+    elif reward_name != "builtin":
+        row["reward"] = reward_fn(task, [text])[0]
+    if "phrasing" in task:
+        row["phrasing"] = task["phrasing"]
+    row["looping"] = is_looping(text)
+    return row
 
 
 def builtin_prompts(count: int, seed: int, split: str) -> list[dict[str, Any]]:

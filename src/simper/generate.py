@@ -197,6 +197,17 @@ def decode(
     return outputs, logps.tolist()
 
 
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask, padded on the left: every prompt ends where generation starts."""
+    width = max(map(len, prompts))
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -245,12 +256,7 @@ def generate(
     model.eval()
     for first in range(0, len(order), per_batch):
         indices = order[first : first + per_batch]
-        width = max(len(encoded[i]) for i in indices)
-        input_ids = torch.full((len(indices), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, i in enumerate(indices):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            attention_mask[row, width - len(encoded[i]) :] = 1
+        input_ids, attention_mask = left_padded([encoded[i] for i in indices], pad)
         output, sums = decode(
             model,
             input_ids.to(device),
@@ -274,15 +280,9 @@ def generate(
         if on_batch is not None:
             on_batch(indices, [results[i] for i in indices], [finished[i] for i in indices])
         if progress:
-            elapsed = time.perf_counter() - start
-            generated = done * num_samples
-            print(
-                f"\rsimper: generated {done}/{len(order)} prompts × {num_samples} "
-                f"({generated / elapsed:.1f} samples/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+            rate = done * num_samples / (time.perf_counter() - start)
+            line = f"\rsimper: generated {done}/{len(order)} prompts × {num_samples} ({rate:.1f} samples/s)"
+            print(line, end="", file=sys.stderr, flush=True)
     if progress and order:
         print(file=sys.stderr)
     model.train(was_training)

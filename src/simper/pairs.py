@@ -62,6 +62,72 @@ def pick_pair(
     return best, worst
 
 
+def pair_row(
+    row: dict[str, Any],
+    responses: list[str],
+    ended: list[bool],
+    scores: list[float],
+    picked: tuple[int, int],
+    reward_name: str,
+) -> dict[str, Any]:
+    """The conversational pair written for one prompt, with both scores and the prompt's own fields."""
+    best, worst = picked
+    extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
+    return {
+        "prompt": as_messages(row["prompt"]),
+        "chosen": [{"role": "assistant", "content": responses[best]}],
+        "rejected": [{"role": "assistant", "content": responses[worst]}],
+        "score_chosen": scores[best],
+        "score_rejected": scores[worst],
+        "chosen_truncated": not ended[best],  # cut off (cap or loop): trained without an EOS
+        "rejected_truncated": not ended[worst],
+        "tie_broken": scores[best] == scores[worst],
+        "reward": reward_name,
+        **extra,
+    }
+
+
+def count_cut_offs(counts: dict[str, int], responses: list[str], ended: list[bool], tokenizer) -> None:
+    """Add one prompt's samples to ``counts``: drawn, cut off (at the cap or stopped in a loop), and
+    of those caught in a loop (by its words, or by its tokens as the decoder judged it)."""
+    counts["samples"] += len(responses)
+    for text, done in zip(responses, ended, strict=True):
+        if not done:
+            counts["cut_off"] += 1
+            counts["cut_off_looping"] += is_looping(text) or repeats(
+                tokenizer(text, add_special_tokens=False)["input_ids"]
+            )
+
+
+def sample_in_chunks(policy, tokenizer, todo: list[dict[str, Any]], c: PairsConfig, write) -> tuple[float, int, int]:
+    """Sample the prompts in chunks of :data:`CHUNK` in their drawn order (each chunk sorted by length
+    inside the generator), so a run stopped early holds pairs from a representative sample of prompts,
+    not only the longest; ``write`` gets each batch as it is done. Returns seconds, samples, tokens."""
+    seconds, samples, tokens = 0.0, 0, 0
+    for first in range(0, len(todo), CHUNK):
+        chunk = todo[first : first + CHUNK]
+
+        def write_chunk(indices, texts, finished, offset=first):
+            write([offset + i for i in indices], texts, finished)
+
+        result = policy(
+            tokenizer,
+            [as_messages(row["prompt"]) for row in chunk],
+            num_samples=c.num_samples,
+            max_new_tokens=c.max_new_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            batch_size=c.batch_size,
+            seed=c.seed + first,
+            on_batch=write_chunk,
+            stop_loops=c.stop_loops,
+        )
+        seconds += result.seconds
+        samples += sum(map(len, result.texts))
+        tokens += sum(map(sum, result.tokens))
+    return seconds, samples, tokens
+
+
 def make_pairs(config: PairsConfig) -> dict[str, int]:
     """Write pairs to ``config.output`` (JSONL), skipping prompts a previous run already handled.
 
@@ -98,62 +164,21 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
         def write(indices: list[int], texts: list[list[str]], finished: list[list[bool]]) -> None:
             for index, responses, ended in zip(indices, texts, finished, strict=True):
                 row = todo[index]
-                counts["samples"] += len(responses)
-                for text, done in zip(responses, ended, strict=True):
-                    if not done:  # cut off: at the cap, or stopped in a loop (decoding tokens, not text)
-                        counts["cut_off"] += 1
-                        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-                        counts["cut_off_looping"] += is_looping(text) or repeats(ids)
+                count_cut_offs(counts, responses, ended, tokenizer)
                 scores = reward_fn(row, responses)
                 picked = pick_pair(scores, responses, ended, c.tie_break)
                 if picked is None:
                     counts["ties"] += 1
                 else:
-                    best, worst = picked
                     counts["pairs"] += 1
-                    counts["tie_broken"] += scores[best] == scores[worst]
-                    extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
-                    pair = {
-                        "prompt": as_messages(row["prompt"]),
-                        "chosen": [{"role": "assistant", "content": responses[best]}],
-                        "rejected": [{"role": "assistant", "content": responses[worst]}],
-                        "score_chosen": scores[best],
-                        "score_rejected": scores[worst],
-                        "chosen_truncated": not ended[best],  # cut off at max_new_tokens: trained without EOS
-                        "rejected_truncated": not ended[worst],
-                        "tie_broken": scores[best] == scores[worst],
-                        "reward": reward_name,
-                        **extra,
-                    }
+                    counts["tie_broken"] += scores[picked[0]] == scores[picked[1]]
+                    pair = pair_row(row, responses, ended, scores, picked, reward_name)
                     pairs_file.write(json.dumps(pair) + "\n")
                 seen_file.write(f"{row['id']}\n")
             pairs_file.flush()
             seen_file.flush()
 
-        # Prompts go in chunks in their drawn order (each chunk sorted by length inside generate), so a
-        # run stopped early has pairs from a representative sample of prompts, not only the longest.
-        seconds = samples = tokens = 0.0
-        for first in range(0, len(todo), CHUNK):
-            chunk = todo[first : first + CHUNK]
-
-            def write_chunk(indices, texts, finished, offset=first):
-                write([offset + i for i in indices], texts, finished)
-
-            result = policy(
-                tokenizer,
-                [as_messages(row["prompt"]) for row in chunk],
-                num_samples=c.num_samples,
-                max_new_tokens=c.max_new_tokens,
-                temperature=c.temperature,
-                top_p=c.top_p,
-                batch_size=c.batch_size,
-                seed=c.seed + first,
-                on_batch=write_chunk,
-                stop_loops=c.stop_loops,
-            )
-            seconds += result.seconds
-            samples += sum(map(len, result.texts))
-            tokens += sum(map(sum, result.tokens))
+        seconds, samples, tokens = sample_in_chunks(policy, tokenizer, todo, c, write)
     print(
         f"simper: {samples / max(seconds, 1e-9):.2f} samples/s, {tokens / max(seconds, 1e-9):.0f} tokens/s "
         f"over {seconds:.0f} s",
