@@ -132,23 +132,11 @@ def compare(
             print(f"{prefix}: done earlier, skipped", file=sys.stderr)
             continue
         if state.get("status") != "trained":
-            resume = (folder / "checkpoints" / "latest").exists()
-            print(f"{prefix}: training{' (resuming)' if resume else ''}", file=sys.stderr)
-            command = [*launch, "-m", "simper", "train"]
-            command += ["--config", config_path] if config_path else []
-            command += [*overrides, f"objective.name={spec.objective}", f"training.seed={spec.seed}"]
-            command += [
-                f"training.output_dir={folder}",
-                "training.resume=true" if resume else "training.overwrite=true",
-            ]
-            command += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
-            ok, seconds, peak, error = run_logged(command, folder.parent / f"{folder.name}.train.log")
-            if not ok:
-                _write_state(folder, {**spec_dict(spec), "status": "failed", "stage": "train", "error": error})
-                print(f"{prefix}: training failed: {error}", file=sys.stderr)
+            print(f"{prefix}: training", file=sys.stderr)
+            state = _train(spec, folder, [*launch, "-m", "simper", "train"], config_path, overrides)
+            if state["status"] == "failed":
+                print(f"{prefix}: training failed: {state['error']}", file=sys.stderr)
                 continue
-            state = {**spec_dict(spec), "status": "trained", "train_seconds": seconds, "train_peak_rss_gb": peak}
-            _write_state(folder, state)
         print(f"{prefix}: evaluating", file=sys.stderr)
         settings = folder / "eval-config.yaml"
         save_config(EvalConfig(model=str(folder), output=str(folder), **shared), settings)
@@ -161,6 +149,22 @@ def compare(
         _write_state(folder, {**state, "status": "done", "eval_seconds": seconds})
     folders = sorted(p.parent for p in output.glob("*/seed-*/run.json"))  # also runs from earlier calls
     return build_report(folders, output)
+
+
+def _train(spec: RunSpec, folder: Path, command: list[str], config_path: str | None, overrides: list[str]) -> dict:
+    """Train one run (resuming from its last checkpoint if there is one); its new state, recorded."""
+    resume = (folder / "checkpoints" / "latest").exists()
+    command = [*command, *(["--config", config_path] if config_path else []), *overrides]
+    command += [f"objective.name={spec.objective}", f"training.seed={spec.seed}", f"training.output_dir={folder}"]
+    command += ["training.resume=true" if resume else "training.overwrite=true"]
+    command += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
+    ok, seconds, peak, error = run_logged(command, folder.parent / f"{folder.name}.train.log")
+    if ok:
+        state = {**spec_dict(spec), "status": "trained", "train_seconds": seconds, "train_peak_rss_gb": peak}
+    else:
+        state = {**spec_dict(spec), "status": "failed", "stage": "train", "error": error}
+    _write_state(folder, state)
+    return state
 
 
 def spec_dict(spec: RunSpec) -> dict:
