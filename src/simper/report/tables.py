@@ -6,6 +6,7 @@ import base64
 import html
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,9 @@ def summary_table(groups: dict[str, list[RunRecord]]) -> str:
             cells.append(fmt.format(value) if isinstance(value, int | float) else "–")
         lines.append("| " + " | ".join(cells) + " |")
     for label, runs in groups.items():
-        done = [r for r in runs if r.status != "failed"]
-        failed = len(runs) - len(done)
-        cells = [label, f"{len(done)}" + (f" ({failed} failed)" if failed else "")]
+        done = [r for r in runs if r.status == "done"]  # trained and evaluated
+        others = Counter(r.status for r in runs if r.status != "done")  # failed, or not evaluated yet
+        cells = [label, f"{len(done)}" + (f" ({', '.join(f'{n} {s}' for s, n in others.items())})" if others else "")]
         for key, _, fmt in COLUMNS:
             mean, std = mean_std([r.values[key] for r in done if key in r.values])
             cells.append("–" if math.isnan(mean) else f"{fmt.format(mean)} ± {fmt.format(std).lstrip('+')}")
