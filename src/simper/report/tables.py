@@ -72,13 +72,9 @@ def gains_table(groups: dict[str, list[RunRecord]]) -> str:
         gains = {key: label_gain(runs, key) for key, _ in WORDINGS}
         if gains["all"] is None:
             continue
-        cells = [str(gains[key]) if gains[key] else "–" for key, _ in WORDINGS]
         verdict = gains["unseen"].verdict if gains["unseen"] else "–"
-        rows.append(f"| {label} | {gains['all'].seeds} | " + " | ".join(cells) + f" | {verdict} |")
-    if not rows:
-        return ""
-    head = "| objective | seeds | " + " | ".join(title for _, title in WORDINGS) + " | unseen wording vs zero |"
-    return "\n".join([head, "|---|---|" + "---|" * len(WORDINGS) + "---|", *rows])
+        rows.append(_wording_row(label, gains, verdict))
+    return _wording_table("seeds", "unseen wording vs zero", rows)
 
 
 def difference_table(groups: dict[str, list[RunRecord]], reference: str = "simper") -> str:
@@ -92,12 +88,21 @@ def difference_table(groups: dict[str, list[RunRecord]], reference: str = "simpe
         diffs = {key: paired_difference(runs, groups[reference], key) for key, _ in WORDINGS}
         if diffs["all"] is None:
             continue
-        cells = [str(diffs[key]) if diffs[key] else "–" for key, _ in WORDINGS]
         verdict = {"above": f"{label} higher", "below": f"{reference} higher"}.get(diffs["all"].verdict, "no rank")
-        rows.append(f"| {label} | {diffs['all'].seeds} | " + " | ".join(cells) + f" | {verdict} |")
+        rows.append(_wording_row(label, diffs, verdict))
+    return _wording_table("shared seeds", "claim (all prompts)", rows)
+
+
+def _wording_row(label: str, gains: dict, verdict: str) -> str:
+    cells = [str(gains[key]) if gains[key] else "–" for key, _ in WORDINGS]
+    return f"| {label} | {gains['all'].seeds} | " + " | ".join(cells) + f" | {verdict} |"
+
+
+def _wording_table(seeds_title: str, verdict_title: str, rows: list[str]) -> str:
+    """A table with one column per wording (all, unseen, training's) and a verdict column."""
     if not rows:
         return ""
-    head = "| objective | shared seeds | " + " | ".join(title for _, title in WORDINGS) + " | claim (all prompts) |"
+    head = f"| objective | {seeds_title} | " + " | ".join(title for _, title in WORDINGS) + f" | {verdict_title} |"
     return "\n".join([head, "|---|---|" + "---|" * len(WORDINGS) + "---|", *rows])
 
 
