@@ -186,3 +186,37 @@ def test_simper_warns_at_the_first_step_when_the_data_is_far_off_policy(tiny_mod
         tiny_model_dir, tmp_path / "dpo", "training.max_steps=1", "training.eval_steps=-1", "--objective", "dpo"
     )
     assert dpo == 0 and "mean log-prob" not in capsys.readouterr().err  # DPO's gradient does not scale so
+
+
+def test_adamw_is_fused_on_cpu_and_matches_the_per_tensor_update():
+    """The fused AdamW simper trains with on CPU takes the same steps as torch's per-tensor loop."""
+    import copy
+    from types import SimpleNamespace
+
+    from simper.train import _optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    twin = copy.deepcopy(model)
+    start = copy.deepcopy(model.state_dict())
+    t = SimpleNamespace(learning_rate=1e-2, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
+    fused = _optimizer(model, t, torch.device("cpu"))
+    assert fused.defaults["fused"] is True
+    assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]  # none on biases and norms
+    loop = torch.optim.AdamW(
+        [
+            {"params": [p for p in twin.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+            {"params": [p for p in twin.parameters() if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+        foreach=False,
+    )
+    inputs = torch.randn(5, 8)
+    for _ in range(3):
+        for net, optimizer in ((model, fused), (twin, loop)):
+            optimizer.zero_grad()
+            net(inputs).square().mean().backward()
+            optimizer.step()
+    for name, value in model.state_dict().items():
+        assert_close(value, twin.state_dict()[name], rtol=1e-6, atol=1e-7)
+        assert not torch.equal(value, start[name])  # every tensor moved
