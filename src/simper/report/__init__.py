@@ -46,9 +46,12 @@ DIFFERENCE_TEXT = (
     "the interval excludes zero."
 )
 LIKELIHOOD_TEXT = (
-    "Mean log-probability per token of the chosen and the rejected training responses in the first and the last "
-    "logged training batch, mean over seeds (the curves below show every step). Under DPO the chosen likelihood "
-    "is known to fall with the rejected one; SimPER's claim is that it holds."
+    "Mean log-probability per token of the chosen and the rejected responses, averaged over the first and over "
+    "the last quarter of the logged steps and over seeds: on training batches (each step a different batch, so "
+    "read the direction, not the decimals) and on the held-out pairs when the recipe evaluates them while "
+    "training (the curves below show every step; the summary's Δ chosen log-p is the final model against the "
+    "start on the held-out pairs). Under DPO the chosen likelihood is known to fall with the rejected one; "
+    "SimPER's claim is that it holds."
 )
 FAMILY_TEXT = (
     "Share of each constraint family's checks met on unseen-wording instruction prompts (all seeds), and in "

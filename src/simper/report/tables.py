@@ -131,8 +131,8 @@ def family_table(groups: dict[str, list[RunRecord]], wording: str = "unseen") ->
 
 
 def likelihood_table(groups: dict[str, list[RunRecord]]) -> str:
-    """Per label: the mean log-prob per token of the chosen and of the rejected responses at the first
-    and the last logged step (mean over seeds) — training batches, and the held-out pairs where the
+    """Per label: the mean log-prob per token of the chosen and of the rejected responses over the first
+    and the last quarter of the logged steps (mean over seeds) — training batches, and the held-out pairs where the
     runs evaluated them while training — and whether the chosen one fell (the paper's claim: under
     DPO it does, under SimPER it holds)."""
     rows = []
@@ -148,17 +148,20 @@ def likelihood_table(groups: dict[str, list[RunRecord]]) -> str:
             rows.append(f"| {label} | " + " | ".join(cells) + f" | {verdict} |")
     if not rows:
         return ""
-    head = (
-        "| objective | chosen (train) | rejected (train) | chosen (held-out) | rejected (held-out) | chosen (train) |"
-    )
-    return "\n".join([head, "|---|---|---|---|---|---|", *rows])
+    columns = ("objective", "chosen (train)", "rejected (train)", "chosen (held-out)", "rejected (held-out)", "verdict")
+    head = "| " + " | ".join(columns) + " |"
+    return "\n".join([head, "|---" * len(columns) + "|", *rows])
 
 
 def _first_last(runs: list[RunRecord], key: str) -> tuple[float, float] | None:
+    """Mean over runs of ``key`` over the first and over the last quarter of the logged steps (at least
+    one step each): each training step logs a different small batch, so one step alone is mostly noise."""
     curves = [sorted(r.curves[key]) for r in runs if len(r.curves.get(key, [])) > 1]
     if not curves:
         return None
-    return statistics.fmean(c[0][1] for c in curves), statistics.fmean(c[-1][1] for c in curves)
+    first = [statistics.fmean(v for _, v in c[: max(1, len(c) // 4)]) for c in curves]
+    last = [statistics.fmean(v for _, v in c[-max(1, len(c) // 4) :]) for c in curves]
+    return statistics.fmean(first), statistics.fmean(last)
 
 
 def tuning_table(groups: dict[str, list[RunRecord]]) -> str:
