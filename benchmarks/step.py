@@ -154,12 +154,17 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
     import torch
 
     from simper.attention import layout_for
+    from simper.config import TrainingConfig
     from simper.data.collate import PairCollator
     from simper.logprobs import SequenceLogpsModel
     from simper.objectives import get_objective
-    from simper.train import preference_step
+    from simper.train import build_optimizer, preference_step
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    if args.contender == "sft":  # a plain step: torch's default AdamW
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    else:  # as simper train builds it (fused on CPU and CUDA)
+        hyper = TrainingConfig(learning_rate=1e-6)
+        optimizer = build_optimizer(model, hyper, torch.device(device))
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16)
     seconds = []
     if args.contender == "sft":

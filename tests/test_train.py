@@ -193,14 +193,14 @@ def test_adamw_is_fused_on_cpu_and_matches_the_per_tensor_update():
     import copy
     from types import SimpleNamespace
 
-    from simper.train import _optimizer
+    from simper.train import build_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
     twin = copy.deepcopy(model)
     start = copy.deepcopy(model.state_dict())
     t = SimpleNamespace(learning_rate=1e-2, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
-    fused = _optimizer(model, t, torch.device("cpu"))
+    fused = build_optimizer(model, t, torch.device("cpu"))
     assert fused.defaults["fused"] is True
     assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]  # none on biases and norms
     loop = torch.optim.AdamW(

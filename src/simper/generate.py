@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from simper.data.tokenize import uses_bos
+from simper.data.tokenize import uses_bos, with_one_bos
 
 
 @dataclass
@@ -59,12 +59,8 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[
     if not prompts:
         return []
     add_bos, bos = uses_bos(tokenizer), tokenizer.bos_token_id
-    encoded: list[list[int]] = []
-    for ids in tokenizer(render_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]:
-        while add_bos and ids and ids[0] == bos:
-            ids = ids[1:]
-        encoded.append([bos, *ids] if add_bos else ids)
-    return encoded
+    rendered = tokenizer(render_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
+    return [with_one_bos(ids, bos, add_bos) for ids in rendered]
 
 
 LOOP_WINDOW = 96  # tokens at the end of a sample that the loop check reads

@@ -144,7 +144,7 @@ def setup(config: TrainConfig) -> Run:
     sampler = EpochSampler(len(data.train), t.seed)
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
-    optimizer = _optimizer(policy, t, accelerator.device)
+    optimizer = build_optimizer(policy, t, accelerator.device)
     policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
     eval_loader = None
     if data.eval and t.eval_steps >= 0:
@@ -207,7 +207,7 @@ def _load_policy_model(config: TrainConfig, load: dict[str, Any]) -> Any:
     return model
 
 
-def _optimizer(policy: nn.Module, t: Any, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(policy: nn.Module, t: Any, device: torch.device) -> torch.optim.Optimizer:
     """AdamW, no weight decay on biases and norms. The fused kernel on CPU and CUDA: one pass over
     each parameter instead of a dozen elementwise ops (on CPU the default is a per-tensor loop,
     several times slower on a 135M model), with the same update."""

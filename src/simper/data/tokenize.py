@@ -69,6 +69,17 @@ def uses_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
+def with_one_bos(prompt: list[int], bos: int | None, add_bos: bool, max_length: int | None = None) -> list[int]:
+    """Prompt ids with exactly one BOS in front when the model uses one (a template that writes BOS
+    too does not double it), cut to its last ``max_length`` tokens, BOS included, when given."""
+    while add_bos and prompt and prompt[0] == bos:
+        prompt = prompt[1:]
+    if max_length is not None:
+        budget = max_length - int(add_bos)
+        prompt = prompt[len(prompt) - budget :] if len(prompt) > budget else prompt
+    return [bos, *prompt] if add_bos else prompt
+
+
 def tokenize_pairs(
     pairs: list[PreferencePair],
     tokenizer: PreTrainedTokenizerBase,
@@ -92,12 +103,7 @@ def tokenize_pairs(
 
     tokenized, drops = [], Counter()
     for pair, prompt, chosen, rejected in zip(pairs, *encoded, strict=True):
-        while add_bos and prompt and prompt[0] == bos:  # the template may write BOS too: keep one
-            prompt = prompt[1:]
-        budget = max_prompt_length - int(add_bos)
-        prompt = prompt[len(prompt) - budget :] if len(prompt) > budget else prompt
-        if add_bos:
-            prompt = [bos, *prompt]
+        prompt = with_one_bos(prompt, bos, add_bos, max_prompt_length)
         if not prompt:
             drops["empty prompt and no BOS to predict the first response token from"] += 1
             continue
