@@ -128,7 +128,7 @@ def _fixture_run(folder, objective, seed, reward, params=None, status="done", kl
         "logps_chosen": -1.5,
         "instruction_accuracy": 0.4,
         "math_accuracy": 0.1,
-        "preference_accuracy": 0.55,
+        "chosen_likelier": 0.55,
         "ppl_density": density,
     }
     evaluation = {

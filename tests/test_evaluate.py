@@ -34,7 +34,7 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert result["tie_rate"] == 1.0 and result["win_rate"] == 0.0  # greedy: same model, same answers
-    assert result["pairs"] == 400 and 0 <= result["preference_accuracy"] <= 1
+    assert result["pairs"] == 400 and 0 <= result["chosen_likelier"] <= 1
     assert result["ppl_density"]["peak"] is not None and result["baseline"]["mean_reward"] == result["mean_reward"]
     rows = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all("reward" in r and "log_ppl" in r for r in rows)
@@ -46,7 +46,7 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert 0 <= result["loop_share"] <= 1 and 0 < result["sample_distinct_2"] <= 1
     assert (tmp_path / "out" / "ppl_density.png").stat().st_size > 10_000
     out = capsys.readouterr()
-    assert "held-out preference accuracy" in out.out and "reward gain, all prompts" in out.out
+    assert "held-out pairs with the chosen answer likelier" in out.out and "reward gain, all prompts" in out.out
     assert main(args) == 0
     assert "cached evaluation" in capsys.readouterr().err
     pairs.write_text(EXAMPLE_PAIRS.read_text().splitlines()[0] + "\n")  # edited held-out pairs: not stale

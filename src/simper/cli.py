@@ -95,10 +95,11 @@ def _add_eval(commands) -> None:
         help="evaluate a model on held-out prompts and pairs",
         description="Greedy generations on held-out prompts (built-in: in training's wording and in wording "
         "training never saw, reported apart) scored by a reward, the gain over a baseline with a bootstrap "
-        "interval, repetition loops and sample diversity, KL to the baseline, preference accuracy on held-out "
-        "pairs and the perplexity density of the model's responses. Writes eval.json, generations.jsonl and "
-        "ppl_density.png. With --export, writes a benchmark's answer file instead. Every flag is also a config "
-        "key (--num-prompts = num_prompts), settable in --config YAML or as key=value.",
+        "interval, repetition loops and sample diversity, KL to the baseline, how often the model finds the "
+        "chosen answer likelier on held-out pairs and the perplexity density of the model's responses. "
+        "Writes eval.json, generations.jsonl and ppl_density.png. With --export, writes a benchmark's answer "
+        "file instead. Every flag is also a config key (--num-prompts = num_prompts), settable in --config YAML "
+        "or as key=value.",
     )
     evaluate.add_argument("model", help="model folder, hub id or alias")
     evaluate.add_argument("--config", metavar="YAML", help="settings file (keys as the flags, with underscores)")
@@ -370,7 +371,7 @@ EVAL_ROWS = (
     ("prompt_accuracy", "instruction prompts fully followed"),
     ("instruction_accuracy", "instructions followed"),
     ("math_accuracy", "math accuracy"),
-    ("preference_accuracy", "held-out preference accuracy"),
+    ("chosen_likelier", "held-out pairs with the chosen answer likelier"),
     ("margin", "held-out margin (mean log-prob)"),
     ("logps_chosen", "held-out chosen mean log-prob"),
     ("mean_length", "mean response length (tokens)"),

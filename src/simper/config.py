@@ -291,7 +291,7 @@ class EvalConfig:
         None, "prompt file (built-in task rows, or any rows with 'prompt' given a reward); default: built-in prompts"
     )
     num_prompts: int = _field(100, "built-in held-out prompts")
-    pairs: list[str] = _field([], "held-out pair files for preference accuracy (default: the shipped ones)")
+    pairs: list[str] = _field([], "held-out pair files: is the chosen answer likelier? (default: the shipped ones)")
     num_pairs: int = _field(0, "use only the first N held-out pairs (0: all)")
     max_new_tokens: int = _field(256, "response length cap")
     batch_size: int = _field(64, "sequences decoded together")

@@ -3,7 +3,8 @@
 - greedy generations on held-out task prompts, scored by the checkers: prompt-level and
   instruction-level accuracy, math accuracy, mean reward, mean response length;
 - win rate against a baseline model by reward, ties counted apart;
-- preference accuracy and margins on held-out pairs (mean log-prob of chosen vs. rejected);
+- on held-out pairs, the share whose chosen response the model finds likelier (higher mean log-prob per
+  token) than the rejected one, and the margin;
 - the perplexity density of the model's own responses (the paper's figure), as data and a PNG.
 
 Writes ``eval.json``, ``generations.jsonl`` and ``ppl_density.png`` into the output folder. A
@@ -254,7 +255,9 @@ def density(log_ppl: list[float]) -> dict[str, Any]:
 
 @torch.no_grad()
 def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str, float]:
-    """Preference accuracy (mean log-prob chosen > rejected), margins and mean log-probs on held-out pairs."""
+    """On held-out pairs: the share whose chosen response has the higher mean log-prob per token
+    (``chosen_likelier``: what the model itself prefers, whatever the objective's implicit reward —
+    training's ``rewards/accuracies`` ranks by that reward instead), the mean margin and mean log-probs."""
     if not pairs:
         return {}
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
@@ -269,7 +272,7 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
     n = max(len(chosen), 1)
     return {
         "pairs": len(chosen),
-        "preference_accuracy": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / n,
+        "chosen_likelier": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / n,
         "margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / n,
         "logps_chosen": sum(chosen) / n,
         "logps_rejected": sum(rejected) / n,
@@ -307,7 +310,8 @@ def compare_rewards(
     }
 
 
-CACHE_VERSION = 5  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS; 5: phrasings)
+CACHE_VERSION = 6  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS;
+# 5: phrasings; 6: preference_accuracy renamed chosen_likelier)
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:

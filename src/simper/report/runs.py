@@ -26,7 +26,7 @@ EVAL_KEYS = (
     "math_accuracy",
     "win_rate",
     "loss_rate",
-    "preference_accuracy",
+    "chosen_likelier",
     "mean_length",
     "loop_share",
     "sample_distinct_2",
@@ -94,6 +94,8 @@ def load_run(folder: Path) -> RunRecord:
     if "train_peak_rss_gb" in state:
         record.values["train_peak_rss_gb"] = state["train_peak_rss_gb"]
     if evaluation:
+        if "preference_accuracy" in evaluation:  # its name in runs evaluated before cache version 6
+            evaluation.setdefault("chosen_likelier", evaluation["preference_accuracy"])
         for key in EVAL_KEYS:
             value = lookup(evaluation, key)
             if isinstance(value, int | float):

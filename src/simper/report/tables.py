@@ -26,7 +26,7 @@ COLUMNS = (
     ("loss_rate", "loss rate vs start", "{:.3f}"),
     ("loop_share", "answers looping", "{:.3f}"),
     ("sample_distinct_2", "sample distinct-2", "{:.3f}"),
-    ("preference_accuracy", "pref. acc. (held-out)", "{:.3f}"),
+    ("chosen_likelier", "chosen likelier (held-out pairs)", "{:.3f}"),
     ("delta_chosen_logp", "Δ chosen log-p", "{:+.3f}"),
     ("mean_length", "length (tokens)", "{:.1f}"),
     ("kl_to_baseline", "KL to start (nats)", "{:.2f}"),
@@ -197,8 +197,8 @@ def intro(runs: list[RunRecord], start: dict[str, Any] | None) -> str:
         text += (
             f" Starting model `{start.get('model')}`: held-out reward {start.get('mean_reward', float('nan')):.3f}, "
             f"instruction accuracy {start.get('instruction_accuracy', float('nan')):.3f}, "
-            f"math accuracy {start.get('math_accuracy', float('nan')):.3f}, preference accuracy "
-            f"{start.get('preference_accuracy', float('nan')):.3f}."
+            f"math accuracy {start.get('math_accuracy', float('nan')):.3f}, chosen likelier on held-out "
+            f"pairs {start.get('chosen_likelier', float('nan')):.3f}."
         )
     return text
 
