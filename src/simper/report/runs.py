@@ -94,8 +94,9 @@ def load_run(folder: Path) -> RunRecord:
     if "train_peak_rss_gb" in state:
         record.values["train_peak_rss_gb"] = state["train_peak_rss_gb"]
     if evaluation:
-        if "preference_accuracy" in evaluation:  # its name in runs evaluated before cache version 6
-            evaluation.setdefault("chosen_likelier", evaluation["preference_accuracy"])
+        for result in (evaluation, evaluation.get("baseline") or {}):  # its name before cache version 6
+            if "preference_accuracy" in result:
+                result.setdefault("chosen_likelier", result["preference_accuracy"])
         for key in EVAL_KEYS:
             value = lookup(evaluation, key)
             if isinstance(value, int | float):
