@@ -78,7 +78,6 @@ def main() -> None:
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.model)
     _, pairs = make_pairs(tokenizer, args.data, 2 * PAIRS_PER_STEP)
-    collate = None
     rows: list[tuple[str, float, float]] = []
     base = _rss_gb()
 

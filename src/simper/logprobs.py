@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from simper import models
 from simper.attention import kernel_mask
 from simper.data.collate import ModelCall, PreferenceBatch
 
@@ -186,3 +187,29 @@ class SequenceLogpsModel(nn.Module):
 
     def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return sequence_logps(self.model, batch, chunk_size=self.chunk_size)
+
+
+class FrozenReference:
+    """The reference model as a frozen copy of the starting model: its per-sequence log-probs."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self.model(batch)
+
+
+class AdaptersOff:
+    """The reference model as the policy with its LoRA adapters disabled: no second copy of the model."""
+
+    def __init__(self, policy: nn.Module):
+        self.policy = policy
+
+    def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), models.unwrap(self.policy).model.disable_adapter():
+            return self.policy(batch)
+
+
+Reference = FrozenReference | AdaptersOff
+"""What ``needs_reference`` objectives score the pairs with: ``reference(batch)`` → ``(sums, counts)``."""

@@ -7,12 +7,10 @@ beyond ``needs_reference``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,46 +25,26 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from simper import attention, models
+from simper.checkpoints import (
+    CHECKPOINTS,
+    LATEST,
+    install_stop_handlers,
+    restore_stop_handlers,
+    resume,
+    save_checkpoint,
+)
 from simper.config import TrainConfig, save_config
 from simper.console import Progress, flatten, log, warn_if_off_policy
 from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
 from simper.errors import UserError
-from simper.logprobs import SequenceLogpsModel
+from simper.logprobs import AdaptersOff, FrozenReference, Reference, SequenceLogpsModel
 from simper.metrics import pair_stats, reduce_totals, summarize
 from simper.modelcard import write_model_card
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
 from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-
-
-class FrozenReference:
-    """The reference model as a frozen copy of the starting model: its per-sequence log-probs."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            return self.model(batch)
-
-
-class AdaptersOff:
-    """The reference model as the policy with its LoRA adapters disabled: no second copy of the model."""
-
-    def __init__(self, policy: nn.Module):
-        self.policy = policy
-
-    def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), models.unwrap(self.policy).model.disable_adapter():
-            return self.policy(batch)
-
-
-Reference = FrozenReference | AdaptersOff
-"""What ``needs_reference`` objectives score the pairs with: ``reference(batch)`` → ``(sums, counts)``."""
 
 
 @dataclass
@@ -213,13 +191,12 @@ def build_optimizer(policy: nn.Module, t: Any, device: torch.device) -> torch.op
     several times slower on a 135M model), with the same update."""
     decay = [p for p in policy.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in policy.parameters() if p.requires_grad and p.ndim < 2]
-    floating = all(p.is_floating_point() for p in decay + no_decay)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=t.learning_rate,
         betas=(t.adam_beta1, t.adam_beta2),
         eps=t.adam_epsilon,
-        fused=(device.type in FUSED_ADAMW_DEVICES and floating) or None,
+        fused=device.type in FUSED_ADAMW_DEVICES or None,
     )
 
 
@@ -238,7 +215,7 @@ def _start(run: Run, pairs: int) -> None:
     config, accelerator = run.config, run.accelerator
     t = config.training
     if t.resume:
-        _resume(run)
+        resume(run)
     elif accelerator.is_main_process:
         save_config(config, run.output_dir / "config.yaml")
     if config.logging.report_to:
@@ -305,7 +282,7 @@ def fit(run: Run) -> None:
     """Optimizer steps until ``total_steps``; evaluates and checkpoints on schedule."""
     metrics_path = run.output_dir / "metrics.jsonl"
     progress = Progress(run)
-    previous_handlers = _install_stop_handlers(run)
+    previous_handlers = install_stop_handlers(run)
     if run.eval_loader is not None and run.step == 0:
         start = evaluate(run)
         _write_metrics(run, metrics_path, {"step": 0, **start})
@@ -332,7 +309,7 @@ def fit(run: Run) -> None:
                 run.epoch, run.batches_done_in_epoch = run.epoch + 1, 0
     finally:
         progress.close()
-        _restore_stop_handlers(previous_handlers)
+        restore_stop_handlers(previous_handlers)
     _final_evaluation(run, metrics_path)
     t = run.config.training
     if t.save_steps and run.step % t.save_steps:
@@ -459,79 +436,6 @@ def _write_metrics(run: Run, path: Path, record: dict[str, Any]) -> None:
             handle.write(json.dumps(record) + "\n")
     if run.config.logging.report_to:
         run.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-
-# ------------------------------------------------------------------------------------------------
-# checkpoints and resume
-# ------------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(run: Run) -> Path:
-    """Write a resumable checkpoint atomically (staging folder, then rename) and point ``latest`` at it."""
-    accelerator = run.accelerator
-    root = run.output_dir / CHECKPOINTS
-    final = root / f"step-{run.step:08d}"
-    staging = root / f".staging-step-{run.step:08d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    if accelerator.is_main_process:
-        state = {
-            "step": run.step,
-            "epoch": run.epoch,
-            "batches_done_in_epoch": run.batches_done_in_epoch,
-            "nonfinite_total": run.nonfinite_total,
-        }
-        (staging / "trainer_state.json").write_text(json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        pointer = root / f".{LATEST}.tmp"
-        pointer.write_text(final.name)
-        os.replace(pointer, root / LATEST)
-        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for old in kept[: max(0, len(kept) - run.config.training.save_total_limit)]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _resume(run: Run) -> None:
-    root = run.output_dir / CHECKPOINTS
-    checkpoint = root / (root / LATEST).read_text().strip()
-    run.accelerator.load_state(str(checkpoint))
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    run.step, run.epoch = state["step"], state["epoch"]
-    run.batches_done_in_epoch = state["batches_done_in_epoch"]
-    run.nonfinite_total = state["nonfinite_total"]
-    if run.accelerator.is_main_process:  # drop records written after the checkpoint by the interrupted run
-        metrics = run.output_dir / "metrics.jsonl"
-        if metrics.exists():
-            kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= run.step]
-            metrics.write_text("".join(line + "\n" for line in kept))
-    log(run.accelerator, f"resumed from {checkpoint} at step {run.step}")
-
-
-def _install_stop_handlers(run: Run) -> dict[int, Any]:
-    """SIGINT/SIGTERM ask for a checkpoint at the next step boundary instead of killing the run."""
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        if run.stop_requested:  # a second signal stops at once
-            raise KeyboardInterrupt
-        run.stop_requested = signal.Signals(signum).name
-        log(run.accelerator, f"{run.stop_requested}: finishing this step, then saving a checkpoint")
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread: leave the default handlers
-            previous[signum] = signal.signal(signum, request_stop)
-    return previous
-
-
-def _restore_stop_handlers(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 # ------------------------------------------------------------------------------------------------
