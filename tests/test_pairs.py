@@ -160,6 +160,7 @@ def test_decode_matches_model_generate_greedy(tiny_model_dir):
     model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     texts = ["hi", "a much longer prompt here with more words", "two words", "x y z w"]
     batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    batch = {key: batch[key] for key in ("input_ids", "attention_mask")}  # transformers 4 adds token_type_ids
     eos, width = tokenizer.eos_token_id, batch["input_ids"].shape[1]
     free, _ = decode(model, **batch, max_new_tokens=12, stop={eos}, temperature=0.0, top_p=1.0)
     stop = {eos, free[0][2], free[2][6]}  # tokens the greedy answers produce: rows finish apart and get cut
@@ -239,6 +240,7 @@ def test_a_looping_sample_stops_at_the_first_loop_check_that_catches_it(tiny_mod
     model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     texts = ["hi", "two words", "x y z w", "a much longer prompt here with more words"]
     batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    batch = {key: batch[key] for key in ("input_ids", "attention_mask")}  # transformers 4 adds token_type_ids
     settings = dict(max_new_tokens=160, stop={tokenizer.eos_token_id}, temperature=0.0, top_p=1.0)
     full, _ = decode(model, **batch, **settings)
     cut, _ = decode(model, **batch, **settings, stop_loops=True)

@@ -30,6 +30,8 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float | N
     """The transformer body, the LM head and the final-logit soft-cap (Gemma 2) of an HF causal LM."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
     decoder = base.get_decoder()
+    if decoder is base:  # transformers < 5 gave GPT-NeoX and others no get_decoder of their own
+        decoder = base.base_model
     head = base.get_output_embeddings()
     softcap = getattr(base.config, "final_logit_softcapping", None)
     return decoder, head, softcap
