@@ -71,7 +71,7 @@ def main() -> None:
     from simper.config import TrainingConfig
     from simper.data.collate import PairCollator
     from simper.logprobs import SequenceLogpsModel
-    from simper.models import load_model, load_tokenizer
+    from simper.models import enable_checkpointing, load_model, load_tokenizer
     from simper.objectives import get_objective
     from simper.train import build_optimizer, preference_step
 
@@ -89,8 +89,7 @@ def main() -> None:
 
     model = phase("load the model", lambda: load_model(args.model, torch_dtype="float32").train())
     if args.gradient_checkpointing == "on":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_checkpointing(model)
     policy = SequenceLogpsModel(model)
     collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt"), padding_free=True)
     objective = get_objective("simper")

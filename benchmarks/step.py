@@ -20,6 +20,7 @@ and the allocator setting (``MALLOC_MMAP_THRESHOLD_``) it ran under.
 
 Contenders:
   simper         our step as `simper train` runs it: shared-prompt rows, padding-free, response-only chunked logits
+  simper-compiled  the same with `training.compile` (torch.compile of each decoder layer; its warm-up step compiles)
   simper-padded  our step with shared-prompt rows padded into one call
   simper-plain   our step with separate [prompt, chosen] / [prompt, rejected] rows padded into one call
   trl-cpo-simpo  TRL CPOTrainer, loss_type=simpo, cpo_alpha=0
@@ -42,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDERS = ("simper", "simper-padded", "simper-plain", "trl-cpo-simpo", "trl-dpo", "sft")
+CONTENDERS = ("simper", "simper-compiled", "simper-padded", "simper-plain", "trl-cpo-simpo", "trl-dpo", "sft")
 DATA = ("fixed-256", "fixed-512", "mixed")
 PAIRS_PER_STEP = 4
 
@@ -105,7 +106,7 @@ def make_pairs(tokenizer, data: str, count: int, seed: int = 0):
 def run_contender(args: argparse.Namespace) -> dict:
     import torch
 
-    from simper.models import load_model, load_tokenizer
+    from simper.models import enable_checkpointing, load_model, load_tokenizer
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
@@ -118,8 +119,7 @@ def run_contender(args: argparse.Namespace) -> dict:
     dtype = "bfloat16" if args.bf16 else "float32"
     model = load_model(args.model, torch_dtype="float32").to(device).train()  # checkpointing acts in train mode only
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_checkpointing(model)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
 
@@ -136,6 +136,7 @@ def run_contender(args: argparse.Namespace) -> dict:
         "precision": dtype,
         "device": device,
         "step_seconds": timed,
+        "warmup_seconds": seconds[: args.warmup],  # with simper-compiled, the compile time is in the first
         "s_per_step": sum(timed) / len(timed),
         "tokens_per_s": timed_tokens / sum(timed),
         "peak_gb": (
@@ -157,6 +158,7 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
     from simper.config import TrainingConfig
     from simper.data.collate import PairCollator
     from simper.logprobs import SequenceLogpsModel
+    from simper.models import compile_layers
     from simper.objectives import get_objective
     from simper.train import build_optimizer, preference_step
 
@@ -171,7 +173,10 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
         collate = PairCollator(tokenizer.pad_token_id, "separate", padding_free=False)
     else:
         layout = layout_for(model, "separate" if args.contender == "simper-plain" else "shared-prompt")
-        collate = PairCollator(tokenizer.pad_token_id, layout, padding_free=args.contender == "simper")
+        padding_free = args.contender in ("simper", "simper-compiled")
+        collate = PairCollator(tokenizer.pad_token_id, layout, padding_free=padding_free)
+        if args.contender == "simper-compiled":
+            compile_layers(model)
         policy = SequenceLogpsModel(model)
         objective = get_objective("simper")
     for batch_pairs in batches:
@@ -318,9 +323,9 @@ def main() -> None:
                         continue
                     runs.setdefault((gc, data, contender), []).append(result)
                     print(
-                        f"{contender:14s} {data:9s} gc={gc:3s} round {round_number}: "
+                        f"{contender:15s} {data:9s} gc={gc:3s} round {round_number}: "
                         f"{statistics.median(result['step_seconds']):7.2f} s/step (median)  "
-                        f"peak {result['peak_gb']:6.2f} GB",
+                        f"warm-up {sum(result['warmup_seconds']):6.1f} s  peak {result['peak_gb']:6.2f} GB",
                         flush=True,
                     )
     results = [pool(group) for group in runs.values()]
@@ -359,6 +364,7 @@ def pool(runs: list[dict]) -> dict:
         **result,
         "runs": len(runs),
         "step_seconds": steps,
+        "warmup_seconds": [s for run in runs for s in run.get("warmup_seconds", [])],
         "s_per_step": median,
         "tokens_per_s": runs[0]["tokens_per_step"] / median,
         "peak_gb": max(run["peak_gb"] for run in runs),

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 import pytest
 import yaml
 
-from simper.cli import main
-from simper.compare import RunSpec, parse_seeds, plan
-from simper.errors import UserError
+from simper.cli import main, parse_seeds
+from simper.compare import RunSpec, plan
+from simper.config import CompareConfig, TrainConfig, load_config
 from simper.report import build_report, load_run, summary_table
 from simper.resources import EXAMPLE_PAIRS
 
@@ -64,15 +65,22 @@ def test_two_objectives_two_seeds_end_to_end_then_resume(tiny_model_dir, tmp_pat
         assert (output / name).stat().st_size > 10_000
     capsys.readouterr()
 
-    assert main(_compare_args(tiny_model_dir, output)) == 0  # a rerun skips finished runs
+    # each run trained from its own config file; the comparison's settings are written beside the runs
+    run_config = load_config(str(output / "dpo" / "seed-2.train.yaml"), cls=TrainConfig)
+    assert run_config.objective.name == "dpo" and run_config.training.seed == 2
+    assert run_config.training.output_dir == str(output / "dpo" / "seed-2")
+    settings = load_config(str(output / "compare.yaml"), cls=CompareConfig)
+    assert settings.seeds == [1, 2] and settings.num_prompts == 4 and "training.max_steps=2" in settings.overrides
+    assert main(["compare", "--settings", str(output / "compare.yaml")]) == 0  # a rerun skips finished runs
     assert capsys.readouterr().err.count("done earlier, skipped") == 4
 
 
 FAILING_LAUNCHER = """
-import runpy, sys
-if "training.seed=2" in sys.argv:
+import runpy, sys, yaml
+args = sys.argv[3:]  # drop "-m simper": run simper's CLI on the rest
+if args[0] == "train" and yaml.safe_load(open(args[args.index("--config") + 1]))["training"]["seed"] == 2:
     sys.exit("error: simulated crash of seed 2")
-sys.argv = ["simper", *sys.argv[3:]]  # drop "-m simper": run simper's CLI on the rest
+sys.argv = ["simper", *args]
 runpy.run_module("simper", run_name="__main__")
 """
 
@@ -92,7 +100,7 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tiny_model_dir, tmp_path,
 
 def test_plan_and_seeds():
     assert parse_seeds("3") == [1, 2, 3] and parse_seeds("7,11") == [7, 11]
-    with pytest.raises(UserError):
+    with pytest.raises(argparse.ArgumentTypeError):
         parse_seeds("three")
     assert [s.label for s in plan(["simper", "dpo"], [1])] == ["simper", "dpo"]
     tuned = plan(["simper", "dpo"], [1], tune_baselines=True)

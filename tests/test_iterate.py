@@ -32,8 +32,7 @@ def _args(tiny_model_dir, output, *extra):
         "4",
         "--max-new-tokens",
         "6",
-        "--num-pairs",
-        "4",
+        "num_pairs=4",  # an undotted key=value: iterate's own setting (dotted ones change the recipe)
         f"model.name_or_path={tiny_model_dir}",
         "training.max_steps=2",
         "training.eval_steps=-1",
@@ -56,6 +55,7 @@ def test_two_rounds_chain_through_the_trained_model_and_a_rerun_skips_them(
     config = (output / "round-2" / "model" / "config.yaml").read_text()
     assert f"name_or_path: {output / 'round-1' / 'model'}" in config  # round 2 starts from round 1's model
     assert f"- {output / 'round-2' / 'pairs.jsonl'}" in config  # and trains on its own pairs only
+    assert (output / "round-2" / "train.yaml").exists() and "num_pairs: 4" in (output / "iterate.yaml").read_text()
     table = (output / "rounds.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in table[2:]] == ["0 (start)", "1", "2"]
     capsys.readouterr()

@@ -108,44 +108,61 @@ def _add_eval(commands) -> None:
 
 
 def _add_compare(commands) -> None:
+    from simper.config import CompareConfig
+
     compare = commands.add_parser(
         "compare",
         help="train and evaluate several objectives with one recipe, then write a report",
         description="Train every (objective, seed) with the identical recipe and data order, evaluate each against "
         "the starting model, and write report.md, report.html and plots into the output folder. Each run is a "
-        "sub-folder; a rerun skips finished runs and resumes interrupted ones. key=value overrides apply to every run.",
+        "sub-folder; a rerun skips finished runs and resumes interrupted ones. Dotted key=value "
+        "(training.max_steps=10) change the recipe for every run; undotted ones (num_prompts=256) set compare's own "
+        "settings, as the flags do.",
     )
-    compare.add_argument("--config", metavar="YAML", help="the shared recipe (see configs/recipes/)")
+    _add_runs_options(compare, CompareConfig, "the shared recipe (see configs/recipes/)")
     compare.add_argument(
-        "--objectives", default="simper,dpo,simpo,ipo", help="comma list of objectives (default simper,dpo,simpo,ipo)"
+        "--seeds",
+        type=parse_seeds,
+        default=argparse.SUPPRESS,
+        help="a count (3 = seeds 1,2,3) or a comma list of seeds (default 1,2,3)",
     )
-    compare.add_argument("--seeds", default="3", help="a count (3 = seeds 1,2,3) or a comma list of seeds (default 3)")
-    compare.add_argument("--output", default="runs/compare", help="folder for the runs and the report")
-    compare.add_argument(
-        "--tune-baselines", action="store_true", help="also run a small grid of each baseline's own hyperparameters"
-    )
-    _add_evaluation_options(compare, num_prompts=100)
-    compare.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
 
 
 def _add_iterate(commands) -> None:
+    from simper.config import IterateConfig
+
     iterate = commands.add_parser(
         "iterate",
         help="iterative on-policy rounds: sample pairs from the current model, train, evaluate, repeat",
         description="Round r samples pairs from the model of round r-1 (the recipe's model first) on fresh built-in "
         "training prompts, trains on them with the recipe, and evaluates against the starting model. Each step is "
-        "skipped once done, so a rerun resumes. key=value overrides apply to every round's training.",
+        "skipped once done, so a rerun resumes. Dotted key=value change the recipe of every round's training; "
+        "undotted ones set iterate's own settings, as the flags do.",
     )
-    iterate.add_argument("--config", metavar="YAML", help="the training recipe of every round (see configs/recipes/)")
-    iterate.add_argument("--rounds", type=int, default=3, help="rounds to run (default 3)")
-    iterate.add_argument("--prompts-per-round", type=int, default=400, help="fresh prompts sampled per round")
-    iterate.add_argument("--output", default="runs/iterate", help="folder for the rounds")
-    iterate.add_argument("--seed", type=int, default=0, help="round r draws its prompts with seed + r")
-    iterate.add_argument("--num-samples", type=int, default=4, help="responses sampled per prompt (default 4)")
-    iterate.add_argument("--pairs-max-new-tokens", type=int, default=256, help="sampling length cap (default 256)")
-    iterate.add_argument("--reward", default="builtin", help="reward of simper pairs (default: the task checkers)")
-    _add_evaluation_options(iterate, num_prompts=128)
-    iterate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every round")
+    _add_runs_options(iterate, IterateConfig, "the training recipe of every round (see configs/recipes/)")
+
+
+def _add_runs_options(parser: argparse.ArgumentParser, cls: type, recipe_help: str) -> None:
+    """compare's and iterate's options: the recipe (--config), their own settings file and flags, and
+    key=value items (dotted: the recipe; undotted: the command's settings)."""
+    parser.add_argument("--config", metavar="YAML", help=recipe_help)
+    parser.add_argument(
+        "--settings", metavar="YAML", help="settings file (keys as the flags, with underscores; a run writes its own)"
+    )
+    _add_config_flags(parser, cls, skip=("recipe", "overrides", "seeds"))
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="training.learning_rate=1e-6 (recipe) or num_prompts=256"
+    )
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``3`` → seeds 1, 2, 3; ``7,11`` → seeds 7 and 11."""
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        return list(range(1, int(text) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count (3) or a list (1,2,3), got {text!r}") from None
 
 
 def _add_report(commands) -> None:
@@ -181,7 +198,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[st
         elif kind is bool:
             parser.add_argument(flag, action="store_true", help=text, **common)
         elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, action="append", metavar="VALUE", help=f"{text} (repeat for several)", **common)
+            shown = f" (default {','.join(map(str, default))})" if default else ""
+            text = f"{text}{shown}; repeat or comma-separate for several"
+            parser.add_argument(flag, action="append", metavar="VALUE", help=text, **common)
         else:
             shown = "" if default in (None, "") else f" (default {default})"
             choices = f.metadata.get("choices")
@@ -199,28 +218,24 @@ def _config_from(args: argparse.Namespace, cls: type, **values):
     return load_config(args.config, args.overrides, cls=cls, values={**flags, **values})
 
 
-def _add_evaluation_options(parser: argparse.ArgumentParser, num_prompts: int) -> None:
-    """The options of the simper eval that compare and iterate run after each training."""
-    parser.add_argument(
-        "--num-prompts", type=int, default=num_prompts, help=f"held-out prompts per evaluation (default {num_prompts})"
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="evaluation response cap (default 256)")
-    parser.add_argument("--num-pairs", type=int, default=0, help="held-out pairs per evaluation (default: all)")
-    parser.add_argument(
-        "--eval-seed",
-        type=int,
-        default=1,
-        help="seed that draws the held-out prompts (default 1; simper eval's default 0 is kept for choosing recipes)",
-    )
-    parser.add_argument(
-        "--launcher", help="command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
-    )
+def _runs_config(args: argparse.Namespace, cls: type):
+    """compare's or iterate's config: --settings YAML, then undotted key=value, then the flags; the recipe
+    from --config; dotted key=value added to the recipe changes the settings file may already hold."""
+    import dataclasses
 
+    from simper.config import load_config
 
-def _evaluation_settings(args: argparse.Namespace) -> dict:
-    """The EvalConfig settings compare and iterate give every evaluation they run."""
-    names = ("num_prompts", "num_pairs", "max_new_tokens")
-    return {**{name: getattr(args, name) for name in names}, "seed": args.eval_seed}
+    own = [item for item in args.overrides if "." not in item.partition("=")[0]]
+    changes = [item for item in args.overrides if "." in item.partition("=")[0]]
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "overrides"]  # args.overrides: every key=value
+    flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if args.config:
+        flags["recipe"] = args.config
+    config = load_config(args.settings, own, cls=cls, values=flags)
+    try:
+        return dataclasses.replace(config, overrides=[*config.overrides, *changes]) if changes else config
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -266,41 +281,20 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from simper.compare import compare
+    from simper.config import CompareConfig
 
-    from simper.compare import compare, parse_seeds
-
-    report = compare(
-        config_path=args.config,
-        overrides=args.overrides,
-        objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
-        seeds=parse_seeds(args.seeds),
-        output=Path(args.output),
-        tune_baselines=args.tune_baselines,
-        evaluation=_evaluation_settings(args),
-        launcher=args.launcher,
-    )
+    report = compare(_runs_config(args, CompareConfig))
     print(_first_table((report.parent / "report.md").read_text()))
     print(f"simper: report in {report} and {report.parent / 'report.md'}", file=sys.stderr)
     return 0
 
 
 def run_iterate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from simper.config import IterateConfig
     from simper.iterate import iterate
 
-    path = iterate(
-        config_path=args.config,
-        overrides=args.overrides,
-        output=Path(args.output),
-        rounds=args.rounds,
-        prompts_per_round=args.prompts_per_round,
-        sampling={"num_samples": args.num_samples, "max_new_tokens": args.pairs_max_new_tokens, "reward": args.reward},
-        evaluation=_evaluation_settings(args),
-        seed=args.seed,
-        launcher=args.launcher,
-    )
+    path = iterate(_runs_config(args, IterateConfig))
     print(f"simper: rounds in {path}", file=sys.stderr)
     return 0
 
@@ -429,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may stand anywhere among the flags, which argparse's positionals do not allow
-    if args.command in ("train", "pairs", "eval", "compare") and all(
+    if args.command in ("train", "pairs", "eval", "compare", "iterate") and all(
         "=" in item and not item.startswith("-") for item in extra
     ):
         args.overrides = [*args.overrides, *extra]

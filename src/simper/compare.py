@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simper.config import CompareConfig, TrainConfig, load_config
 from simper.errors import UserError
 from simper.objectives import get_objective
 
@@ -79,50 +80,32 @@ def plan(objectives: list[str], seeds: list[int], tune_baselines: bool = False) 
     return specs
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``3`` → seeds 1, 2, 3; ``7,11`` → seeds 7 and 11."""
-    try:
-        if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        return list(range(1, int(text) + 1))
-    except ValueError:
-        raise UserError(f"--seeds: expected a count (3) or a list (1,2,3), got {text!r}") from None
-
-
-def compare(
-    *,
-    config_path: str | None,
-    overrides: list[str],
-    objectives: list[str],
-    seeds: list[int],
-    output: Path,
-    tune_baselines: bool = False,
-    evaluation: dict | None = None,
-    launcher: str | None = None,
-) -> Path:
+def compare(config: CompareConfig) -> Path:
     """Train and evaluate every run that is not finished yet, then write the report; returns its path.
 
-    ``evaluation`` holds :class:`~simper.config.EvalConfig` settings shared by every run's evaluation
-    (``num_prompts``, ``seed``, ...); each run gets its own config file with its model and folder."""
-    from simper.config import EvalConfig, load_config, save_config
+    Each run gets config files, not argv: its training config (the recipe with the run's objective,
+    seed and folder) in ``LABEL/seed-S.train.yaml`` and its evaluation config in the run folder."""
+    from simper.config import EvalConfig, save_config
     from simper.report import build_report
 
-    for name in objectives:
+    for name in config.objectives:
         try:
             get_objective(name)
         except ValueError as err:
-            raise UserError(f"--objectives: {err}") from None
-    base = load_config(config_path, overrides)  # fails here, before any run, on a bad recipe
+            raise UserError(f"objectives: {err}") from None
+    base = load_config(config.recipe, config.overrides)  # fails here, before any run, on a bad recipe
     start_model = base.model.name_or_path
     # the recipe's held-out pairs (default: the shipped held-out set); a bad setting fails here too
-    shared = {**(evaluation or {}), "baseline": start_model, "pairs": list(base.data.eval)}
+    shared = {**config.evaluation(), "baseline": start_model, "pairs": list(base.data.eval)}
     try:
         EvalConfig(model=start_model, **shared)
     except (TypeError, ValueError) as err:
         raise UserError(f"evaluation settings: {err}") from None
-    launch = shlex.split(launcher) if launcher else [sys.executable]
-    specs = plan(objectives, seeds, tune_baselines)
+    launch = [*(shlex.split(config.launcher) if config.launcher else [sys.executable]), "-m", "simper"]
+    specs = plan(config.objectives, config.seeds, config.tune_baselines)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "compare.yaml")  # what this comparison ran with: --config it to rerun
     print(f"simper compare: {len(specs)} runs into {output}", file=sys.stderr)
     for number, spec in enumerate(specs, 1):
         folder = output / spec.label / f"seed-{spec.seed}"
@@ -133,14 +116,14 @@ def compare(
             continue
         if state.get("status") != "trained":
             print(f"{prefix}: training", file=sys.stderr)
-            state = _train(spec, folder, [*launch, "-m", "simper", "train"], config_path, overrides)
+            state = _train(spec, folder, launch, config)
             if state["status"] == "failed":
                 print(f"{prefix}: training failed: {state['error']}", file=sys.stderr)
                 continue
         print(f"{prefix}: evaluating", file=sys.stderr)
         settings = folder / "eval-config.yaml"
         save_config(EvalConfig(model=str(folder), output=str(folder), **shared), settings)
-        command = [*launch, "-m", "simper", "eval", str(folder), "--config", str(settings)]
+        command = [*launch, "eval", str(folder), "--config", str(settings)]
         ok, seconds, _, error = run_logged(command, folder.parent / f"{folder.name}.eval.log")
         if not ok:
             _write_state(folder, {**state, "status": "failed", "stage": "eval", "error": error})
@@ -151,13 +134,23 @@ def compare(
     return build_report(folders, output)
 
 
-def _train(spec: RunSpec, folder: Path, command: list[str], config_path: str | None, overrides: list[str]) -> dict:
+def train_command(launch: list[str], config: TrainConfig, path: Path) -> list[str]:
+    """``simper train`` on ``config``, written to ``path``: resumed from the run's last checkpoint when
+    it has one, else started over in its folder."""
+    from simper.config import save_config
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_config(config, path)
+    resume = (Path(config.training.output_dir) / "checkpoints" / "latest").exists()
+    return [*launch, "train", "--config", str(path), "training.resume=true" if resume else "training.overwrite=true"]
+
+
+def _train(spec: RunSpec, folder: Path, launch: list[str], config: CompareConfig) -> dict:
     """Train one run (resuming from its last checkpoint if there is one); its new state, recorded."""
-    resume = (folder / "checkpoints" / "latest").exists()
-    command = [*command, *(["--config", config_path] if config_path else []), *overrides]
-    command += [f"objective.name={spec.objective}", f"training.seed={spec.seed}", f"training.output_dir={folder}"]
-    command += ["training.resume=true" if resume else "training.overwrite=true"]
-    command += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
+    changes = [f"objective.name={spec.objective}", f"training.seed={spec.seed}", f"training.output_dir={folder}"]
+    changes += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
+    run_config = load_config(config.recipe, [*config.overrides, *changes])
+    command = train_command(launch, run_config, folder.parent / f"{folder.name}.train.yaml")
     ok, seconds, peak, error = run_logged(command, folder.parent / f"{folder.name}.train.log")
     if ok:
         state = {**spec_dict(spec), "status": "trained", "train_seconds": seconds, "train_peak_rss_gb": peak}

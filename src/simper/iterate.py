@@ -24,7 +24,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from simper.compare import run_logged
+from simper.compare import run_logged, train_command
+from simper.config import IterateConfig, load_config
 from simper.errors import UserError
 
 ROUND_COLUMNS = (
@@ -38,47 +39,38 @@ ROUND_COLUMNS = (
 )
 
 
-def iterate(
-    *,
-    config_path: str | None,
-    overrides: list[str],
-    output: Path,
-    rounds: int,
-    prompts_per_round: int,
-    sampling: dict | None = None,
-    evaluation: dict | None = None,
-    seed: int = 0,
-    launcher: str | None = None,
-) -> Path:
-    """Run the rounds not finished yet; returns the path of ``rounds.md``. ``sampling`` holds
-    :class:`~simper.config.PairsConfig` settings of every round's pairs (``num_samples``, ``reward``,
-    ``max_new_tokens``), ``evaluation`` :class:`~simper.config.EvalConfig` settings of its evaluation;
-    each step gets its own config file in the round's folder."""
-    from simper.config import EvalConfig, PairsConfig, load_config, save_config
+def iterate(config: IterateConfig) -> Path:
+    """Run the rounds not finished yet; returns the path of ``rounds.md``. Each step of a round gets
+    its own config file in the round's folder (``pairs.yaml``, ``train.yaml``, ``eval.yaml``)."""
+    from simper.config import EvalConfig, PairsConfig, save_config
 
-    if rounds < 1 or prompts_per_round < 1:
-        raise UserError(f"--rounds and --prompts-per-round must be ≥ 1, got {rounds} and {prompts_per_round}")
-    start_model = load_config(config_path, overrides).model.name_or_path  # a bad recipe fails here, first
-    sampling, evaluation = sampling or {}, evaluation or {}
+    recipe = load_config(config.recipe, config.overrides)  # a bad recipe fails here, first
+    start_model = recipe.model.name_or_path
     try:  # and bad sampling or evaluation settings
-        PairsConfig(output="pairs.jsonl", **sampling), EvalConfig(model=start_model, **evaluation)
+        PairsConfig(output="pairs.jsonl", **config.sampling()), EvalConfig(model=start_model, **config.evaluation())
     except (TypeError, ValueError) as err:
         raise UserError(f"round settings: {err}") from None
-    launch = [*(shlex.split(launcher) if launcher else [sys.executable]), "-m", "simper"]
+    launch = [*(shlex.split(config.launcher) if config.launcher else [sys.executable]), "-m", "simper"]
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "iterate.yaml")  # what these rounds ran with
     policy = start_model
-    for number in range(1, rounds + 1):
+    for number in range(1, config.rounds + 1):
         folder = output / f"round-{number}"
         model_dir, pairs = folder / "model", folder / "pairs.jsonl"
-        prefix = f"[round {number}/{rounds}]"
+        prefix = f"[round {number}/{config.rounds}]"
         if not (folder / "eval.done").exists():
             folder.mkdir(parents=True, exist_ok=True)
-            draw = {"num_prompts": prompts_per_round, "seed": seed + number, "split": "train"}
-            save_config(PairsConfig(output=str(pairs), model=policy, **draw, **sampling), folder / "pairs.yaml")
-            save_config(EvalConfig(model=str(model_dir), baseline=start_model, **evaluation), folder / "eval.yaml")
+            draw = {"num_prompts": config.prompts_per_round, "seed": config.seed + number, "split": "train"}
+            sampling = PairsConfig(output=str(pairs), model=policy, **draw, **config.sampling())
+            save_config(sampling, folder / "pairs.yaml")
+            evaluation = EvalConfig(model=str(model_dir), baseline=start_model, **config.evaluation())
+            save_config(evaluation, folder / "eval.yaml")
+            changes = [f"model.name_or_path={policy}", f"data.train={pairs}", f"training.output_dir={model_dir}"]
+            training = load_config(config.recipe, [*config.overrides, *changes])
             steps = [
                 ("pairs", [*launch, "pairs", "--config", str(folder / "pairs.yaml")]),
-                ("train", _train_command(launch, config_path, overrides, policy, pairs, model_dir)),
+                ("train", train_command(launch, training, folder / "train.yaml")),
                 ("eval", [*launch, "eval", str(model_dir), "--config", str(folder / "eval.yaml")]),
             ]
             for name, command in steps:
@@ -93,20 +85,6 @@ def iterate(
         print(f"{prefix} done", file=sys.stderr, flush=True)
         policy = str(model_dir)
     return write_rounds(output)
-
-
-def _train_command(launch, config_path, overrides, policy, pairs: Path, model_dir: Path) -> list[str]:
-    resume = (model_dir / "checkpoints" / "latest").exists()
-    return [
-        *launch,
-        "train",
-        *(["--config", config_path] if config_path else []),
-        *overrides,
-        f"model.name_or_path={policy}",
-        f"data.train={pairs}",
-        f"training.output_dir={model_dir}",
-        "training.resume=true" if resume else "training.overwrite=true",
-    ]
 
 
 def write_rounds(output: Path) -> Path:

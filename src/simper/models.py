@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from simper.errors import UserError, first_line
@@ -95,6 +96,39 @@ def load_model(
         )
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"model {name_or_path!r}: cannot load it: {first_line(err)}{_hub_hint(path)}") from None
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Activation (gradient) checkpointing of every decoder layer, non-reentrant, and no KV cache.
+    transformers 5.24 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``
+    (the old name warns that it goes in v6); older releases have only the old name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+
+
+def compile_layers(model: nn.Module) -> int:
+    """``torch.compile`` every decoder layer in place (``nn.Module.compile``: the weights, state dict and
+    ``save_pretrained`` are untouched) with dynamic shapes, and return how many were compiled.
+
+    Layers, not the whole model: training calls the decoder and its own chunked LM head
+    (:mod:`simper.logprobs`), and the layers of a model share one compiled graph, so the compile
+    cost is one layer's. A decoder layer is a module of the class the model names in
+    ``_no_split_modules`` (what accelerate and FSDP wrap too).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in base.modules() if type(m).__name__ in names]
+    if not layers:
+        raise UserError(
+            f"training.compile: cannot find the decoder layers of {type(base).__name__} "
+            "(it names none in _no_split_modules); train without training.compile"
+        )
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def best_device() -> torch.device:

@@ -178,10 +178,11 @@ def _load_policy_model(config: TrainConfig, load: dict[str, Any]) -> Any:
     m = config.model
     model = models.load_model(m.name_or_path, load_in_4bit=config.lora.load_in_4bit, **load)
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        models.enable_checkpointing(model)
     if config.lora.r > 0:
         model = models.add_lora(model, config.lora, m.gradient_checkpointing)
+    if config.training.compile:
+        models.compile_layers(model)
     return model
 
 
