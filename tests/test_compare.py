@@ -229,3 +229,20 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path):
     assert "<td>start</td>" in (tmp_path / "report" / "report.html").read_text()
     likelihood = md.split("## Likelihood of the training responses")[1].split("##")[0]
     assert "| simper | -0.900 → -0.700 (+0.200) | -1.300 → -1.500 (-0.200) | – | – | holds or rises |" in likelihood
+
+
+def test_saved_settings_load_back_with_commas_in_recipe_changes(tmp_path):
+    from simper.config import save_config
+
+    config = CompareConfig(overrides=["data.train=a.jsonl,b.jsonl", "training.seed=3"], output=str(tmp_path / "c"))
+    save_config(config, tmp_path / "compare.yaml")
+    assert load_config(str(tmp_path / "compare.yaml"), cls=CompareConfig) == config
+
+
+def test_a_run_whose_config_cannot_be_built_stops_compare_before_any_run(tiny_model_dir, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model": {"name_or_path": str(tiny_model_dir)}, "objective": {"name": "dpo"}}))
+    output = tmp_path / "cmp"
+    args = ["compare", "--config", str(recipe), "--objectives", "dpo,simper", "--seeds", "1", "--output", str(output)]
+    assert main([*args, "objective.params.beta=0.2"]) == 2  # a DPO parameter: SimPER has none
+    assert "run simper seed 1" in capsys.readouterr().err and not output.exists()

@@ -104,11 +104,14 @@ def compare(config: CompareConfig) -> Path:
     launch = [*(shlex.split(config.launcher) if config.launcher else [sys.executable]), "-m", "simper"]
     specs = plan(config.objectives, config.seeds, config.tune_baselines)
     output = Path(config.output)
+    # every run's training config, built before any run starts: one that cannot be built (a recipe
+    # parameter this objective lacks, say) stops the comparison here rather than halfway
+    trainings = [_run_config(config, spec, output / spec.label / f"seed-{spec.seed}") for spec in specs]
     output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "compare.yaml")  # what this comparison ran with: --config it to rerun
+    save_config(config, output / "compare.yaml")  # what this comparison ran with: --settings it to rerun
     print(f"simper compare: {len(specs)} runs into {output}", file=sys.stderr)
-    for number, spec in enumerate(specs, 1):
-        folder = output / spec.label / f"seed-{spec.seed}"
+    for number, (spec, training) in enumerate(zip(specs, trainings, strict=True), 1):
+        folder = Path(training.training.output_dir)
         state = _read_state(folder)
         prefix = f"[{number}/{len(specs)}] {spec.label} seed {spec.seed}"
         if state.get("status") == "done":
@@ -116,7 +119,7 @@ def compare(config: CompareConfig) -> Path:
             continue
         if state.get("status") != "trained":
             print(f"{prefix}: training", file=sys.stderr)
-            state = _train(spec, folder, launch, config)
+            state = _train(spec, folder, launch, training)
             if state["status"] == "failed":
                 print(f"{prefix}: training failed: {state['error']}", file=sys.stderr)
                 continue
@@ -145,12 +148,19 @@ def train_command(launch: list[str], config: TrainConfig, path: Path) -> list[st
     return [*launch, "train", "--config", str(path), "training.resume=true" if resume else "training.overwrite=true"]
 
 
-def _train(spec: RunSpec, folder: Path, launch: list[str], config: CompareConfig) -> dict:
-    """Train one run (resuming from its last checkpoint if there is one); its new state, recorded."""
+def _run_config(config: CompareConfig, spec: RunSpec, folder: Path) -> TrainConfig:
+    """The recipe with the run's objective, its parameters, seed and folder."""
     changes = [f"objective.name={spec.objective}", f"training.seed={spec.seed}", f"training.output_dir={folder}"]
     changes += [f"objective.params.{k}={v}" for k, v in spec.params.items()]
-    run_config = load_config(config.recipe, [*config.overrides, *changes])
-    command = train_command(launch, run_config, folder.parent / f"{folder.name}.train.yaml")
+    try:
+        return load_config(config.recipe, [*config.overrides, *changes])
+    except UserError as err:
+        raise UserError(f"run {spec.label} seed {spec.seed}: {err}") from None
+
+
+def _train(spec: RunSpec, folder: Path, launch: list[str], training: TrainConfig) -> dict:
+    """Train one run (resuming from its last checkpoint if there is one); its new state, recorded."""
+    command = train_command(launch, training, folder.parent / f"{folder.name}.train.yaml")
     ok, seconds, peak, error = run_logged(command, folder.parent / f"{folder.name}.train.log")
     if ok:
         state = {**spec_dict(spec), "status": "trained", "train_seconds": seconds, "train_peak_rss_gb": peak}

@@ -118,6 +118,14 @@ def compile_layers(model: nn.Module) -> int:
     cost is one layer's. A decoder layer is a module of the class the model names in
     ``_no_split_modules`` (what accelerate and FSDP wrap too).
     """
+    from packaging.version import Version
+
+    old = Version(torch.__version__.split("+")[0]) < Version("2.5")  # 2.5 made the inlining default, later fixed
+    if old and not getattr(torch._dynamo.config, "inline_inbuilt_nn_modules", False):
+        raise UserError(
+            f"training.compile: torch {torch.__version__} compiles each layer apart (no inline_inbuilt_nn_modules); "
+            "use torch >= 2.5 or train without training.compile"
+        )
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
     names = set(getattr(base, "_no_split_modules", None) or [])
     layers = [m for m in base.modules() if type(m).__name__ in names]

@@ -106,7 +106,7 @@ class RunsConfig:
 
     recipe: str | None = option(None, "training recipe (YAML) every run uses; default: simper train's defaults")
     overrides: list[str] = option(
-        [], "dotted key=value changes to the recipe for every run, e.g. training.max_steps=10"
+        [], "dotted key=value changes to the recipe for every run, e.g. training.max_steps=10", whole_items=True
     )
     output: str = option("", "folder for the runs")
     num_prompts: int = option(100, "held-out prompts per evaluation")

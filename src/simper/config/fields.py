@@ -7,11 +7,15 @@ from dataclasses import field
 from typing import Any
 
 
-def option(default: Any, help: str) -> Any:
-    """A field with its help text (a list or dict default is copied for every instance)."""
+def option(default: Any, help: str, *, whole_items: bool = False) -> Any:
+    """A field with its help text (a list or dict default is copied for every instance).
+
+    A list field's items are split at commas when loaded (``data.train=a.jsonl,b.jsonl``), unless
+    ``whole_items``: then each item is kept as it is (a list of ``key=value`` that may hold commas)."""
+    metadata = {"help": help, "whole_items": whole_items}
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def choice_option(default: Any, help: str, choices: tuple[str, ...]) -> Any:

@@ -87,7 +87,8 @@ def _build(cls: type, values: Any, prefix: str, where: str, root: type | None = 
     if not isinstance(values, dict):
         raise UserError(f"{where}: {prefix.rstrip('.') or 'config'}: expected a section (mapping), got {values!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in values.items():
         if key not in names:
@@ -105,6 +106,9 @@ def _build(cls: type, values: Any, prefix: str, where: str, root: type | None = 
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.", where, root or cls)
+        elif fields[key].metadata.get("whole_items") and isinstance(value, list | str):
+            items = [value] if isinstance(value, str) else value
+            kwargs[key] = [_coerce(item, str, f"{prefix}{key}", where) for item in items]
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}", where)
     return cls(**kwargs)

@@ -133,7 +133,7 @@ class TrainingConfig:
     compile: bool = option(
         False,
         "torch.compile each decoder layer (dynamic shapes, so rows of new lengths do not recompile); the first "
-        "steps pay the compile time (docs/performance.md: what it gains on CPU)",
+        "steps pay the compile time (docs/usage.md: what it gains on CPU)",
     )
     max_nonfinite_steps: int = option(3, "stop after this many consecutive steps with a non-finite loss or gradient")
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
@@ -208,6 +208,10 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        if self.training.compile and self.lora.load_in_4bit:
+            raise ValueError("training.compile does not work with lora.load_in_4bit (bitsandbytes' 4-bit layers)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
