@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from simper.errors import UserError
+from simper.models import peft_base
 
 MASK_FORMS = {"eager": "additive", "sdpa": "boolean", "flex_attention": "block"}
 """How each implementation takes a custom 4D mask; the ones not listed are not known to take one."""
@@ -40,7 +41,7 @@ _told: set[str] = set()  # implementations whose fall-back has been said (once p
 
 def implementation(model: nn.Module) -> str:
     """The attention implementation a Hugging Face model (optionally peft-wrapped) runs with."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     config = getattr(base, "config", None)
     return getattr(config, "_attn_implementation", None) or "eager"
 

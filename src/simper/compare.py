@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -101,7 +100,7 @@ def compare(config: CompareConfig) -> Path:
         EvalConfig(model=start_model, **shared)
     except (TypeError, ValueError) as err:
         raise UserError(f"evaluation settings: {err}") from None
-    launch = [*(shlex.split(config.launcher) if config.launcher else [sys.executable]), "-m", "simper"]
+    launch = config.launch()
     specs = plan(config.objectives, config.seeds, config.tune_baselines)
     output = Path(config.output)
     # every run's training config, built before any run starts: one that cannot be built (a recipe

@@ -20,7 +20,6 @@ Layout of the output folder::
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def iterate(config: IterateConfig) -> Path:
         PairsConfig(output="pairs.jsonl", **config.sampling()), EvalConfig(model=start_model, **config.evaluation())
     except (TypeError, ValueError) as err:
         raise UserError(f"round settings: {err}") from None
-    launch = [*(shlex.split(config.launcher) if config.launcher else [sys.executable]), "-m", "simper"]
+    launch = config.launch()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "iterate.yaml")  # what these rounds ran with

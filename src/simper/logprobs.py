@@ -28,7 +28,7 @@ CHUNK_VOCAB = 32_768  # chunk sizes are stated at this vocabulary and scaled dow
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
     """The transformer body, the LM head and the final-logit soft-cap (Gemma 2) of an HF causal LM."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
+    base = models.peft_base(model)
     decoder = base.get_decoder()
     if decoder is base:  # transformers < 5 gave GPT-NeoX and others no get_decoder of their own
         decoder = base.base_model

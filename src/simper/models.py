@@ -98,6 +98,11 @@ def load_model(
         raise UserError(f"model {name_or_path!r}: cannot load it: {first_line(err)}{_hub_hint(path)}") from None
 
 
+def peft_base(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def enable_checkpointing(model: PreTrainedModel) -> None:
     """Activation (gradient) checkpointing of every decoder layer, non-reentrant, and no KV cache.
     transformers 5.24 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``
@@ -126,7 +131,7 @@ def compile_layers(model: nn.Module) -> int:
             f"training.compile: torch {torch.__version__} compiles each layer apart (no inline_inbuilt_nn_modules); "
             "use torch >= 2.5 or train without training.compile"
         )
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
+    base = peft_base(model)
     names = set(getattr(base, "_no_split_modules", None) or [])
     layers = [m for m in base.modules() if type(m).__name__ in names]
     if not layers:

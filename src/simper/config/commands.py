@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +129,10 @@ class RunsConfig:
             raise ValueError(f"overrides: expected dotted key=value recipe changes, got {bad[0]!r}")
         if self.num_prompts < 1 or self.max_new_tokens < 1 or self.num_pairs < 0:
             raise ValueError("num_prompts and max_new_tokens must be ≥ 1 and num_pairs ≥ 0")
+
+    def launch(self) -> list[str]:
+        """The command that runs ``simper`` for each step: the launcher, else this Python."""
+        return [*(shlex.split(self.launcher) if self.launcher else [sys.executable]), "-m", "simper"]
 
     def evaluation(self) -> dict[str, Any]:
         """The :class:`EvalConfig` settings every evaluation gets."""
