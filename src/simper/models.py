@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -287,13 +288,17 @@ def add_lora(model: Any, lora: Any, gradient_checkpointing: bool = False) -> Any
     """Wrap ``model`` with peft LoRA adapters per the ``lora`` config (QLoRA-prepared when 4-bit)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if lora.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     targets = lora.target_modules[0] if lora.target_modules == ["all-linear"] else lora.target_modules
     peft_config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
     )
-    return get_peft_model(model, peft_config)
+    with warnings.catch_warnings():
+        # peft reads the model's `is_gradient_checkpointing`, which transformers ≥ 5 deprecates in favour
+        # of `is_activation_checkpointing`: a warning about peft's code that our users cannot act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        if lora.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        return get_peft_model(model, peft_config)
 
 
 def unwrap(module: Any) -> Any:
