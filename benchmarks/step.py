@@ -44,8 +44,9 @@ import time
 from pathlib import Path
 
 CONTENDERS = ("simper", "simper-compiled", "simper-padded", "simper-plain", "trl-cpo-simpo", "trl-dpo", "sft")
-DATA = ("fixed-256", "fixed-512", "mixed")
+DATA = ("fixed-256", "fixed-512", "mixed")  # and any fixed-N: prompt, chosen and rejected N tokens each
 PAIRS_PER_STEP = 4
+OVER_CAP = 3  # a child's exit status when its memory passed --memory-cap-gb
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,8 +114,9 @@ def run_contender(args: argparse.Namespace) -> dict:
     device = "cuda" if cuda else "cpu"
     tokenizer = load_tokenizer(args.model)
     steps = args.warmup + args.steps
-    texts, pairs = make_pairs(tokenizer, args.data, steps * PAIRS_PER_STEP)
-    batches = [pairs[i * PAIRS_PER_STEP : (i + 1) * PAIRS_PER_STEP] for i in range(steps)]
+    per_step = args.pairs_per_step
+    texts, pairs = make_pairs(tokenizer, args.data, steps * per_step)
+    batches = [pairs[i * per_step : (i + 1) * per_step] for i in range(steps)]
     tokens = [sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in batch) for batch in batches]
     dtype = "bfloat16" if args.bf16 else "float32"
     model = load_model(args.model, torch_dtype="float32").to(device).train()  # checkpointing acts in train mode only
@@ -218,9 +220,10 @@ def _trl_steps(args, model, tokenizer, texts, steps, first_step_tokens) -> list[
             _sync("cuda" if torch.cuda.is_available() else "cpu")
             self.seconds.append(time.perf_counter() - self.start)
 
+    longest = 16 + max(sum(len(t[key].split()) for key in ("prompt", "chosen", "rejected")) for t in texts)
     common = dict(
         output_dir=tempfile.mkdtemp(prefix="simper-bench-"),
-        per_device_train_batch_size=PAIRS_PER_STEP,
+        per_device_train_batch_size=args.pairs_per_step,
         max_steps=steps,
         learning_rate=1e-6,
         max_grad_norm=1.0,
@@ -232,7 +235,7 @@ def _trl_steps(args, model, tokenizer, texts, steps, first_step_tokens) -> list[
         bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        max_length=8192,
+        max_length=longest,  # nothing truncated: every contender sees the whole sequences
         dataloader_num_workers=0,
         seed=0,
     )
@@ -240,7 +243,7 @@ def _trl_steps(args, model, tokenizer, texts, steps, first_step_tokens) -> list[
     if args.contender == "trl-cpo-simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-        config = CPOConfig(loss_type="simpo", cpo_alpha=0.0, max_completion_length=4096, **common)
+        config = CPOConfig(loss_type="simpo", cpo_alpha=0.0, max_completion_length=longest, **common)
         trainer_class = CPOTrainer
     else:
         from trl import DPOConfig, DPOTrainer
@@ -254,14 +257,14 @@ def _trl_steps(args, model, tokenizer, texts, steps, first_step_tokens) -> list[
 
     clock = Clock()
     trainer = InOrder(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock])
-    _check_trl_tokens(trainer.train_dataset, first_step_tokens)
+    _check_trl_tokens(trainer.train_dataset, first_step_tokens, args.pairs_per_step)
     trainer.train()
     return clock.seconds
 
 
-def _check_trl_tokens(dataset, expected: int) -> None:
+def _check_trl_tokens(dataset, expected: int, pairs_per_step: int) -> None:
     """TRL must see the same sequences (± a BOS and the EOS it may add): count its first batch's tokens."""
-    rows = dataset.select(range(PAIRS_PER_STEP))
+    rows = dataset.select(range(pairs_per_step))
     if "chosen_input_ids" in rows.column_names:  # CPO: prompt included in the chosen/rejected ids
         count = sum(len(r["chosen_input_ids"]) + len(r["rejected_input_ids"]) for r in rows)
     else:  # DPO: prompt and completions apart
@@ -270,7 +273,7 @@ def _check_trl_tokens(dataset, expected: int) -> None:
         ) or sum(
             2 * len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) + len(r["rejected_input_ids"]) for r in rows
         )
-    if abs(count - expected) > 4 * PAIRS_PER_STEP:
+    if abs(count - expected) > 4 * pairs_per_step:
         raise SystemExit(f"TRL tokenized the first batch to {count} tokens, ours to {expected}: not the same data")
 
 
@@ -302,6 +305,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="runs per contender, contenders taking turns")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for every contender")
+    parser.add_argument("--pairs-per-step", type=int, default=PAIRS_PER_STEP)
+    parser.add_argument(
+        "--memory-cap-gb", type=float, default=0.0, help="stop a run whose resident memory passes this (0: no cap)"
+    )
     parser.add_argument(
         "--output", default="benchmarks/results/step.jsonl", help="one JSON line per contender, replaced by this run"
     )
@@ -309,6 +316,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.contender:
         args.gradient_checkpointing = args.gradient_checkpointing == "on"
+        if args.memory_cap_gb:
+            watch_memory(args.memory_cap_gb)
         print("RESULT " + json.dumps(run_contender(args)), flush=True)
         return
 
@@ -344,6 +353,7 @@ def _child(args: argparse.Namespace, contender: str, data: str, gc: str) -> dict
     """One contender run in its own process; its result, or None (said) when it failed."""
     command = [sys.executable, __file__, "--run", contender, "--data", data, "--model", args.model]
     command += ["--gradient-checkpointing", gc, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--pairs-per-step", str(args.pairs_per_step)]
     command += ["--bf16"] if args.bf16 else []
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -352,6 +362,26 @@ def _child(args: argparse.Namespace, contender: str, data: str, gc: str) -> dict
         print(f"{contender} {data} gc={gc}: failed: {' | '.join(tail)}", flush=True)
         return None
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+def watch_memory(cap_gb: float, every_s: float = 0.005) -> None:
+    """End this process with status :data:`OVER_CAP` as soon as its resident memory passes ``cap_gb``:
+    a cap like a container's memory limit, read from ``/proc/self/statm`` every ``every_s`` seconds
+    by a daemon thread (the step's kernels release the GIL, so it keeps reading during them)."""
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def watch() -> None:
+        with open("/proc/self/statm") as statm:
+            while True:
+                statm.seek(0)
+                if int(statm.read().split()[1]) * page > cap_gb * 1e9:
+                    print(f"OVER_CAP {cap_gb}", flush=True)
+                    os._exit(OVER_CAP)
+                time.sleep(every_s)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def pool(runs: list[dict]) -> dict:
