@@ -99,7 +99,8 @@ def summary(probes: list[dict], max_length: int) -> list[dict]:
 def table(rows: list[dict], cap_gb: float) -> str:
     base = next((r for r in rows if r["contender"] == "trl-cpo-simpo"), None)
     lines = [
-        f"| contender | longest prompt + response under {cap_gb:g} GB | its peak GB | first length over | ÷ TRL CPO-SimPO |",
+        f"| contender | longest prompt + response under {cap_gb:g} GB | its peak GB | first length over "
+        "| ÷ TRL CPO-SimPO |",
         "|---|---|---|---|---|",
     ]
     for r in rows:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -96,3 +97,34 @@ def test_gpu_check_says_it_needs_a_gpu_on_a_machine_without_one():
     for _, command, _, _ in parts:  # every script and test file it runs exists; the limits fit 8 minutes
         assert Path(command[1] if command[1] != "-m" else command[-1]).exists(), command
     assert sum(limit for *_, limit in parts) <= 8 * 60
+
+
+def test_longest_search_doubles_then_halves_to_the_step(tmp_path, monkeypatch):
+    longest = _module("longest")
+    asked = []
+
+    def fake_probe(args, contender, length):  # a step fits up to 2,800 tokens, its peak growing with length
+        asked.append(length)
+        fits = length <= 2800
+        return {"contender": contender, "length": length, "seconds": 0.0, "fits": fits, "peak_gb": length / 1000}
+
+    monkeypatch.setattr(longest, "probe", fake_probe)
+    args = SimpleNamespace(start=512, step=512, max_length=8192, cap_gb=3.0)
+    probes = longest.longest(args, "simper")
+    assert asked == [512, 1024, 2048, 4096, 3072, 2560]
+    (row,) = longest.summary(probes, args.max_length)
+    assert (row["longest"], row["first_over"], row["reached_max"]) == (2560, 3072, False)
+    asked.clear()
+    roomy = longest.longest(SimpleNamespace(start=512, step=512, max_length=2048, cap_gb=9.0), "trl-dpo")
+    assert asked == [512, 1024, 2048] and longest.summary(roomy, 2048)[0]["reached_max"]
+    table = longest.table(longest.summary(probes + roomy, 8192), 3.0)
+    assert "| simper | 2560 | 2.56 | 3072 |" in table
+    longest.plot(probes + roomy, 3.0, tmp_path / "longest.png")
+    assert (tmp_path / "longest.png").stat().st_size > 10_000
+
+
+def test_a_step_past_the_memory_cap_is_ended_and_said(tiny_model_dir):
+    longest = _module("longest")
+    args = SimpleNamespace(model=str(tiny_model_dir), cap_gb=0.2)  # torch's import alone passes 0.2 GB
+    result = longest.probe(args, "simper", 256)
+    assert result["fits"] is False and result["peak_gb"] is None

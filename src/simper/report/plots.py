@@ -44,6 +44,7 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path) -> bool:
     )
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=110)
     drawn = False
+    held_out = False
     for axis, (key, title) in zip(axes, panels, strict=True):
         for label, runs in groups.items():
             steps, mean, low, high = _mean_curve(runs, key)
@@ -52,9 +53,15 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path) -> bool:
             (line,) = axis.plot(steps, mean, label=label)
             axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
             drawn = True
+            steps, mean, _, _ = _mean_curve(runs, f"eval/{key}")  # the held-out pairs, where evaluated
+            if key != "loss" and steps:
+                axis.plot(steps, mean, color=line.get_color(), linestyle="--", marker=".")
+                held_out = True
         axis.set_title(title, fontsize=10)
         _steps_axis(axis)
     axes[0].set_ylabel("value (training batches)")
+    if held_out:
+        axes[1].set_ylabel("solid: training batches; dashed: held-out pairs")
     _legend_below(fig, axes[0])
     _save(plt, fig, path, rect=(0, 0.1, 1, 1))
     return drawn
