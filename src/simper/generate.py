@@ -36,6 +36,27 @@ class Generations:
     ids: list[list[list[int]]]
     logps: list[list[float]] | None = None
 
+    @classmethod
+    def empty(cls, count: int) -> Generations:
+        """Room for the samples of ``count`` prompts, filled by :meth:`add`."""
+        return cls(
+            [[] for _ in range(count)],
+            [[] for _ in range(count)],
+            [[] for _ in range(count)],
+            0.0,
+            [[] for _ in range(count)],
+            [[] for _ in range(count)],
+        )
+
+    def add(self, prompt: int, text: str, ids: list[int], logp: float, stop: set[int]) -> None:
+        """One more sample of prompt ``prompt``: its text, token ids (a final stop token marks it ended)
+        and summed log-prob."""
+        self.texts[prompt].append(text)
+        self.tokens[prompt].append(len(ids))
+        self.finished[prompt].append(bool(ids) and ids[-1] in stop)
+        self.ids[prompt].append(ids)
+        self.logps[prompt].append(logp)
+
     @property
     def samples_per_s(self) -> float:
         return sum(map(len, self.texts)) / max(self.seconds, 1e-9)
@@ -236,18 +257,12 @@ def generate(
     encoded = encode_prompts(tokenizer, prompts)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     per_batch = max(1, batch_size // num_samples)
-    results: list[list[str]] = [[] for _ in prompts]
-    lengths: list[list[int]] = [[] for _ in prompts]
-    finished: list[list[bool]] = [[] for _ in prompts]
-    ids_out: list[list[list[int]]] = [[] for _ in prompts]
-    logps: list[list[float]] = [[] for _ in prompts]
+    out = Generations.empty(len(prompts))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
-    stop = {eos} if isinstance(eos, int) else set(eos)
+    stop = stop_tokens(model, tokenizer)
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     start = time.perf_counter()
-    done = 0
     was_training = model.training
     model.eval()
     for first in range(0, len(order), per_batch):
@@ -265,24 +280,26 @@ def generate(
             stop_loops=stop_loops,
         )
         for row, i in enumerate(indices):
-            samples = range(row * num_samples, (row + 1) * num_samples)
-            for ids, total in zip([output[k] for k in samples], [sums[k] for k in samples], strict=True):
-                results[i].append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-                lengths[i].append(len(ids))
-                finished[i].append(bool(ids) and ids[-1] in stop)
-                ids_out[i].append(ids)
-                logps[i].append(total)
-        done += len(indices)
+            for k in range(row * num_samples, (row + 1) * num_samples):
+                out.add(i, tokenizer.decode(output[k], skip_special_tokens=True).strip(), output[k], sums[k], stop)
         if on_batch is not None:
-            on_batch(indices, [results[i] for i in indices], [finished[i] for i in indices])
+            on_batch(indices, [out.texts[i] for i in indices], [out.finished[i] for i in indices])
         if progress:
-            rate = done * num_samples / (time.perf_counter() - start)
+            done, rate = first + len(indices), (first + len(indices)) * num_samples / (time.perf_counter() - start)
             line = f"\rsimper: generated {done}/{len(order)} prompts × {num_samples} ({rate:.1f} samples/s)"
             print(line, end="", file=sys.stderr, flush=True)
     if progress and order:
         print(file=sys.stderr)
     model.train(was_training)
-    return Generations(results, lengths, finished, time.perf_counter() - start, ids_out, logps)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def stop_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The token ids that end a response: the model's generation config's EOS (one or several), else
+    the tokenizer's."""
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    return {eos} if isinstance(eos, int) else set(eos)
 
 
 def resolve_backend(backend: str) -> str:
