@@ -285,7 +285,8 @@ def generate(
         if on_batch is not None:
             on_batch(indices, [out.texts[i] for i in indices], [out.finished[i] for i in indices])
         if progress:
-            done, rate = first + len(indices), (first + len(indices)) * num_samples / (time.perf_counter() - start)
+            done = first + len(indices)
+            rate = done * num_samples / (time.perf_counter() - start)
             line = f"\rsimper: generated {done}/{len(order)} prompts × {num_samples} ({rate:.1f} samples/s)"
             print(line, end="", file=sys.stderr, flush=True)
     if progress and order:
