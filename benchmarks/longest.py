@@ -105,7 +105,8 @@ def table(rows: list[dict], cap_gb: float) -> str:
     ]
     for r in rows:
         longest = f"≥ {r['longest']}" if r["reached_max"] else str(r["longest"])
-        ratio = f"{r['longest'] / base['longest']:.2f}×" if base and base["longest"] else "–"
+        at_least = "≥ " if r["reached_max"] else ""
+        ratio = f"{at_least}{r['longest'] / base['longest']:.2f}×" if base and base["longest"] else "–"
         peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "–"
         lines.append(f"| {r['contender']} | {longest} | {peak} | {r['first_over'] or '–'} | {ratio} |")
     return "\n".join(lines)
@@ -126,10 +127,22 @@ def plot(probes: list[dict], cap_gb: float, path: Path) -> None:
         if over:
             ax.scatter(over, [cap_gb] * len(over), marker="x", color=line.get_color())
     ax.axhline(cap_gb, color="grey", linestyle="--", linewidth=1)
-    ax.text(ax.get_xlim()[0], cap_gb, f" cap {cap_gb:g} GB (x: passed it)", va="bottom", fontsize=8, color="grey")
+    ax.text(
+        0.99,
+        cap_gb,
+        f"cap {cap_gb:g} GB (x: passed it) ",
+        transform=ax.get_yaxis_transform(),
+        ha="right",
+        va="top",
+        fontsize=8,
+        color="grey",
+    )
     ax.set_xlabel("prompt + response tokens (one pair per step, gradient checkpointing)")
     ax.set_ylabel("peak resident memory (GB)")
     ax.set_xscale("log", base=2)
+    lengths = sorted({p["length"] for p in probes})
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
