@@ -19,32 +19,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import step  # noqa: E402  (the child runs and the machine record are step.py's)
+
 CONTENDERS = ("simper", "trl-cpo-simpo", "trl-dpo")
 
 
 def probe(args: argparse.Namespace, contender: str, length: int) -> dict:
     """One step pair at ``length``: its peak (GB) and seconds, or ``fits: False`` when it passed the cap."""
-    command = [sys.executable, str(HERE / "step.py"), "--run", contender, "--model", args.model]
-    command += ["--data", f"fixed-{length // 2}", "--pairs-per-step", "1", "--gradient-checkpointing", "on"]
-    command += ["--warmup", "1", "--steps", "1", "--memory-cap-gb", str(args.cap_gb)]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    seconds = time.perf_counter() - start
-    result = {"contender": contender, "length": length, "seconds": round(seconds, 1), "cap_gb": args.cap_gb}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode == 3 or "OVER_CAP" in done.stdout:
+    done, measured = step.run_child(
+        args.model,
+        contender,
+        f"fixed-{length // 2}",
+        gc="on",
+        steps=1,
+        warmup=1,
+        pairs_per_step=1,
+        memory_cap_gb=args.cap_gb,
+    )
+    result = {"contender": contender, "length": length, "seconds": round(time.perf_counter() - start, 1)}
+    result["cap_gb"] = args.cap_gb
+    if done.returncode == step.OVER_CAP:
         return {**result, "fits": False, "peak_gb": None}
-    if done.returncode or not lines:
+    if measured is None:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         raise SystemExit(f"{contender} at {length} tokens failed (not the cap): {tail}")
-    return {**result, "fits": True, "peak_gb": round(json.loads(lines[-1][len("RESULT ") :])["peak_gb"], 3)}
+    return {**result, "fits": True, "peak_gb": round(measured["peak_gb"], 3)}
 
 
 def longest(args: argparse.Namespace, contender: str) -> list[dict]:
@@ -166,10 +172,7 @@ def main() -> None:
     rows = summary(probes, args.max_length)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(HERE))
-    from step import machine
-
-    record = {"cap_gb": args.cap_gb, "max_length": args.max_length, **machine(), "summary": rows, "probes": probes}
+    record = {"cap_gb": args.cap_gb, "max_length": args.max_length, **step.machine(), "summary": rows, "probes": probes}
     output.write_text(json.dumps(record, indent=1) + "\n")
     plot(probes, args.cap_gb, output.with_suffix(".png"))
     print()

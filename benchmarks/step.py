@@ -351,17 +351,45 @@ def main() -> None:
 
 def _child(args: argparse.Namespace, contender: str, data: str, gc: str) -> dict | None:
     """One contender run in its own process; its result, or None (said) when it failed."""
-    command = [sys.executable, __file__, "--run", contender, "--data", data, "--model", args.model]
-    command += ["--gradient-checkpointing", gc, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--pairs-per-step", str(args.pairs_per_step)]
-    command += ["--bf16"] if args.bf16 else []
+    done, result = run_child(
+        args.model,
+        contender,
+        data,
+        gc=gc,
+        steps=args.steps,
+        warmup=args.warmup,
+        pairs_per_step=args.pairs_per_step,
+        bf16=args.bf16,
+    )
+    if result is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        print(f"{contender} {data} gc={gc}: failed: {' | '.join(tail)}", flush=True)
+    return result
+
+
+def run_child(
+    model: str,
+    contender: str,
+    data: str,
+    *,
+    gc: str,
+    steps: int,
+    warmup: int,
+    pairs_per_step: int,
+    bf16: bool = False,
+    memory_cap_gb: float = 0.0,
+) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Run one contender in a child process of this script: the finished process and its result
+    (None when it failed or passed ``memory_cap_gb``: exit status :data:`OVER_CAP`)."""
+    command = [sys.executable, __file__, "--run", contender, "--data", data, "--model", model]
+    command += ["--gradient-checkpointing", gc, "--steps", str(steps), "--warmup", str(warmup)]
+    command += ["--pairs-per-step", str(pairs_per_step), "--memory-cap-gb", str(memory_cap_gb)]
+    command += ["--bf16"] if bf16 else []
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        print(f"{contender} {data} gc={gc}: failed: {' | '.join(tail)}", flush=True)
-        return None
-    return json.loads(lines[-1][len("RESULT ") :])
+        return done, None
+    return done, json.loads(lines[-1][len("RESULT ") :])
 
 
 def watch_memory(cap_gb: float, every_s: float = 0.005) -> None:
