@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from simper.cli import main
+from simper.config import IterateConfig
+from simper.iterate import round_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +71,16 @@ def test_a_failed_step_names_its_log(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[round 1/2] pairs failed" in err and f"{output / 'round-1'}/pairs.log" in err
     assert not (output / "round-1" / "pairs.done").exists()
+
+
+def test_a_round_trains_for_epochs_over_its_own_pairs_unless_max_steps_is_overridden(tmp_path):
+    """The main job's 24 steps of 2 pairs went over a round's 12 kept pairs four times: a round's
+    length comes from its pairs (epochs_per_round), the recipe's max_steps is not carried over."""
+    recipe = str(ROOT / "configs" / "recipes" / "smollm2-cpu.yaml")  # max_steps: 24
+    pairs, model_dir = tmp_path / "pairs.jsonl", tmp_path / "model"
+    training = round_training(IterateConfig(recipe=recipe, epochs_per_round=2), "start", pairs, model_dir)
+    assert (training.training.max_steps, training.training.num_train_epochs) == (-1, 2.0)
+    assert training.data.train == [str(pairs)] and training.model.name_or_path == "start"
+    assert training.training.output_dir == str(model_dir)
+    chosen = IterateConfig(recipe=recipe, overrides=["training.max_steps=5"])
+    assert round_training(chosen, "start", pairs, model_dir).training.max_steps == 5

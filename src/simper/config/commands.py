@@ -170,6 +170,11 @@ class IterateConfig(RunsConfig):
     seed: int = option(0, "round r draws its prompts with seed + r")
     num_samples: int = option(4, "responses sampled per prompt (k)")
     pairs_max_new_tokens: int = option(256, "sampling length cap")
+    epochs_per_round: float = option(
+        1.0,
+        "passes over the pairs each round keeps: the recipe's step count is sized to its own data, not to a "
+        "round's (a dotted training.max_steps override still wins)",
+    )
     reward: str = option("builtin", "reward of the pairs: builtin (task checkers), module:function, or a reward model")
 
     def __post_init__(self) -> None:
@@ -178,6 +183,8 @@ class IterateConfig(RunsConfig):
             raise ValueError(
                 f"rounds and prompts_per_round must be ≥ 1, got {self.rounds} and {self.prompts_per_round}"
             )
+        if self.epochs_per_round <= 0:
+            raise ValueError(f"epochs_per_round must be > 0, got {self.epochs_per_round}")
 
     def sampling(self) -> dict[str, Any]:
         """The :class:`PairsConfig` settings of every round's pairs."""
