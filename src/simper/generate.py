@@ -167,17 +167,9 @@ def decode(
     along until a quarter of the batch has finished; then they are cut from the batch and from the
     KV cache (a cut copies the cache, so not at every step).
     """
-    accepts = inspect.signature(model.forward).parameters
-    head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
-    cache_argument = "cache" if "cache" in accepts else "past_key_values"  # renamed in transformers 5
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **head)
+    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    out, attention_mask, positions = prefill(model, input_ids, attention_mask, num_samples, cache_argument)
     cache = getattr(out, cache_argument)
-    if num_samples > 1:
-        cache.batch_repeat_interleave(num_samples)
-        out.logits = out.logits.repeat_interleave(num_samples, dim=0)
-        attention_mask = attention_mask.repeat_interleave(num_samples, dim=0)
-        positions = positions.repeat_interleave(num_samples, dim=0)
     rows = torch.arange(attention_mask.shape[0], device=input_ids.device)  # batch row -> output row
     finished = torch.zeros_like(rows, dtype=torch.bool)
     stop_ids = torch.tensor(sorted(stop), device=input_ids.device)
@@ -212,6 +204,21 @@ def decode(
             **{cache_argument: cache},
         )
     return outputs, logps.tolist()
+
+
+def prefill(model: PreTrainedModel, input_ids, attention_mask, num_samples: int, cache_argument: str):
+    """The prompts' forward pass, its output (last position's logits only, where the model allows)
+    with the KV cache in ``cache_argument`` (``past_key_values`` before transformers 5), then cache,
+    logits, attention mask and positions repeated ``num_samples`` times per prompt."""
+    head = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **head)
+    if num_samples > 1:
+        getattr(out, cache_argument).batch_repeat_interleave(num_samples)
+        out.logits = out.logits.repeat_interleave(num_samples, dim=0)
+        attention_mask = attention_mask.repeat_interleave(num_samples, dim=0)
+        positions = positions.repeat_interleave(num_samples, dim=0)
+    return out, attention_mask, positions
 
 
 def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,6 +267,8 @@ def generate(
     out = Generations.empty(len(prompts))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop = stop_tokens(model, tokenizer)
+    settings = dict(num_samples=num_samples, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature)
+    settings.update(top_p=top_p, stop_loops=stop_loops)
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -268,17 +277,7 @@ def generate(
     for first in range(0, len(order), per_batch):
         indices = order[first : first + per_batch]
         input_ids, attention_mask = left_padded([encoded[i] for i in indices], pad)
-        output, sums = decode(
-            model,
-            input_ids.to(device),
-            attention_mask.to(device),
-            num_samples=num_samples,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-            top_p=top_p,
-            stop_loops=stop_loops,
-        )
+        output, sums = decode(model, input_ids.to(device), attention_mask.to(device), **settings)
         for row, i in enumerate(indices):
             for k in range(row * num_samples, (row + 1) * num_samples):
                 out.add(i, tokenizer.decode(output[k], skip_special_tokens=True).strip(), output[k], sums[k], stop)

@@ -35,20 +35,6 @@ def write_model_card(path: Path, config: TrainConfig, data_report: list[str], me
     base = hub_id(config.model.name_or_path)
     tags = list(dict.fromkeys(["simper", "preference-alignment", objective.name]))
     params = {**objective.defaults, **config.objective.params}
-    t = config.training
-    recipe = {
-        "learning_rate": t.learning_rate,
-        "lr_scheduler_type": t.lr_scheduler_type,
-        "warmup_ratio": t.warmup_ratio,
-        "per_device_train_batch_size": t.per_device_train_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "num_train_epochs": t.num_train_epochs,
-        "max_steps": t.max_steps,
-        "max_length": config.data.max_length,
-        "max_prompt_length": config.data.max_prompt_length,
-        "precision": "bf16" if t.bf16 else "fp16" if t.fp16 else config.model.torch_dtype,
-        "seed": t.seed,
-    }
     lines = [
         "---",
         "library_name: transformers",
@@ -71,7 +57,7 @@ def write_model_card(path: Path, config: TrainConfig, data_report: list[str], me
         "",
         "| setting | value |",
         "|---|---|",
-        *[f"| {k} | {v} |" for k, v in recipe.items()],
+        *[f"| {k} | {v} |" for k, v in _recipe(config).items()],
         "",
         "The full resolved configuration is in `config.yaml`; every step's metrics are in `metrics.jsonl`.",
         "",
@@ -85,6 +71,24 @@ def write_model_card(path: Path, config: TrainConfig, data_report: list[str], me
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _recipe(config: TrainConfig) -> dict[str, Any]:
+    """The settings a reader needs to reproduce the run (the rest is in ``config.yaml``)."""
+    t = config.training
+    return {
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_ratio": t.warmup_ratio,
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "num_train_epochs": t.num_train_epochs,
+        "max_steps": t.max_steps,
+        "max_length": config.data.max_length,
+        "max_prompt_length": config.data.max_prompt_length,
+        "precision": "bf16" if t.bf16 else "fp16" if t.fp16 else config.model.torch_dtype,
+        "seed": t.seed,
+    }
 
 
 def hub_id(name_or_path: str) -> str | None:

@@ -34,6 +34,7 @@ from simper.checkpoints import (
     save_checkpoint,
 )
 from simper.config import TrainConfig, save_config
+from simper.config.train import TrainingConfig
 from simper.console import Progress, flatten, log, warn_if_off_policy
 from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
@@ -92,12 +93,7 @@ def setup(config: TrainConfig) -> Run:
     """Everything a run needs, in order: accelerator, data, model, reference, loaders, optimizer."""
     t, m = config.training, config.model
     output_dir = Path(t.output_dir)
-    accelerator = Accelerator(
-        mixed_precision="bf16" if t.bf16 else "fp16" if t.fp16 else "no",
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        log_with=config.logging.report_to or None,
-        project_dir=str(output_dir),
-    )
+    accelerator = _accelerator(config, output_dir)
     _check_output_dir(output_dir, t.resume, t.overwrite)
     set_seed(t.seed)
 
@@ -124,10 +120,7 @@ def setup(config: TrainConfig) -> Run:
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     optimizer = build_optimizer(policy, t, accelerator.device)
     policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
-    eval_loader = None
-    if data.eval and t.eval_steps >= 0:
-        eval_loader = DataLoader(data.eval, batch_size=t.per_device_eval_batch_size, shuffle=False, collate_fn=collate)
-        eval_loader = accelerator.prepare(eval_loader)
+    eval_loader = _eval_loader(data.eval, t, collate, accelerator) if data.eval and t.eval_steps >= 0 else None
     if objective.needs_reference and config.lora.r > 0:
         reference = AdaptersOff(policy)  # the base under the adapters: no second copy of the model
 
@@ -152,6 +145,21 @@ def setup(config: TrainConfig) -> Run:
     )
     _start(run, len(data.train))
     return run
+
+
+def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
+    t = config.training
+    return Accelerator(
+        mixed_precision="bf16" if t.bf16 else "fp16" if t.fp16 else "no",
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        log_with=config.logging.report_to or None,
+        project_dir=str(output_dir),
+    )
+
+
+def _eval_loader(pairs: list, t: TrainingConfig, collate: PairCollator, accelerator: Accelerator) -> DataLoader:
+    loader = DataLoader(pairs, batch_size=t.per_device_eval_batch_size, shuffle=False, collate_fn=collate)
+    return accelerator.prepare(loader)
 
 
 def _prepare_data(config: TrainConfig, tokenizer: Any):
