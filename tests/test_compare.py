@@ -231,6 +231,15 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path):
     assert "| simper | -0.900 → -0.700 (+0.200) | -1.300 → -1.500 (-0.200) | – | – | holds or rises |" in likelihood
 
 
+def test_prompt_split_reaches_every_evaluation(tmp_path):
+    from simper.config import EvalConfig
+
+    config = CompareConfig(output=str(tmp_path / "c"), prompt_split="heldout-phrasing")
+    assert EvalConfig(model="m", **config.evaluation()).prompt_split == "heldout-phrasing"
+    with pytest.raises(ValueError, match="prompt_split: 'unseen' is not one of"):
+        CompareConfig(output=str(tmp_path / "c"), prompt_split="unseen")
+
+
 def test_saved_settings_load_back_with_commas_in_recipe_changes(tmp_path):
     from simper.config import save_config
 

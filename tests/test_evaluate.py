@@ -10,7 +10,7 @@ import pytest
 
 from simper.bootstrap import bootstrap_interval
 from simper.cli import main
-from simper.evaluate import compare_rewards, density, task_metrics
+from simper.evaluate import answer_metrics, compare_rewards, density, task_metrics
 from simper.resources import EXAMPLE_PAIRS
 
 
@@ -65,6 +65,19 @@ def test_task_metrics_by_hand():
     metrics = task_metrics(rows)
     assert metrics["prompt_accuracy"] == 0.5 and metrics["instruction_accuracy"] == pytest.approx(2 / 3)
     assert metrics["math_accuracy"] == 0.5 and metrics["mean_reward"] == 0.625
+
+
+def test_one_wording_is_still_reported_under_its_name():
+    """--prompt-split heldout-phrasing: every prompt in unseen wording, read by reports as such."""
+    rows = [
+        {"kind": "arithmetic", "reward": r, "results": {"answer": bool(r)}, "phrasing": "unseen", "tokens": 5}
+        for r in (0.0, 1.0)
+    ]
+    for row in rows:
+        row.update(response="an answer", finished=True)
+    metrics = answer_metrics(rows, [])
+    assert list(metrics["by_phrasing"]) == ["unseen"] and metrics["by_phrasing"]["unseen"]["math_accuracy"] == 0.5
+    assert "by_phrasing" not in answer_metrics([{k: v for k, v in r.items() if k != "phrasing"} for r in rows], [])
 
 
 def test_compare_rewards_and_density():

@@ -118,26 +118,37 @@ def evaluate_model(
         for task, texts, ids, ended in zip(tasks, result.texts, result.ids, result.finished, strict=True)
     ]
 
-    metrics: dict[str, Any] = {"model": model_name, "prompts": len(tasks)}
-    metrics.update(text_metrics(generations))
-    metrics.update(sample_diversity(samples))
+    metrics: dict[str, Any] = {"model": model_name, "prompts": len(tasks), **answer_metrics(generations, samples)}
+    metrics["samples_per_s"] = result.samples_per_s
+    metrics["ppl_density"] = density(attach_log_ppl(generations, result, model, tokenizer, tasks))
+    metrics.update(pair_metrics(model, tokenizer, held_out))
+    return metrics, generations
+
+
+def answer_metrics(generations: list[dict[str, Any]], samples: list[list[str]]) -> dict[str, Any]:
+    """What the answers' texts show (reward, accuracy, loops, length; also per wording of the built-in
+    prompts) and how diverse each prompt's samples are."""
+    metrics = {**text_metrics(generations), **sample_diversity(samples)}
     groups = {row["phrasing"] for row in generations if "phrasing" in row}
-    if len(groups) > 1:
+    if groups:  # also when there is one: a report reads unseen wording's numbers under its name
         metrics["by_phrasing"] = {
             group: text_metrics([row for row in generations if row.get("phrasing") == group])
             for group in sorted(groups)
         }
-    metrics["samples_per_s"] = result.samples_per_s
-    if result.logps is not None:  # summed while decoding: the very tokens, no second pass
+    return metrics
+
+
+def attach_log_ppl(generations: list[dict[str, Any]], result, model, tokenizer, tasks) -> list[float]:
+    """Each answer's Σ log-prob, token count and log-perplexity, set on its row and returned: summed
+    while decoding where the decoder gave them (the very tokens, no second pass), else scored once."""
+    if result.logps is not None:
         scored = [(logps[0], len(ids[0])) for logps, ids in zip(result.logps, result.ids, strict=True)]
     else:
         scored = score_ids(model, prompt_ids(tokenizer, tasks), [g["token_ids"] for g in generations])
     log_ppl = [-total / count if count else math.nan for total, count in scored]
     for row, value, (total, count) in zip(generations, log_ppl, scored, strict=True):
         row.update(log_ppl=value, logp_sum=total, logp_tokens=count)
-    metrics["ppl_density"] = density(log_ppl)
-    metrics.update(pair_metrics(model, tokenizer, held_out))
-    return metrics, generations
+    return log_ppl
 
 
 DIVERSITY_SAMPLES = 4

@@ -117,6 +117,9 @@ class RunsConfig:
     eval_seed: int = option(
         1, "seed that draws the held-out prompts (simper eval's default 0 is kept for choosing recipes)"
     )
+    prompt_split: str = choice_option(
+        "both", "held-out prompts: in training's wording, in wording training never saw, or half each", EVAL_SPLITS
+    )
     launcher: str | None = option(
         None, "command that runs Python for each run, e.g. 'accelerate launch --config_file ddp.yaml'"
     )
@@ -129,6 +132,7 @@ class RunsConfig:
             raise ValueError(f"overrides: expected dotted key=value recipe changes, got {bad[0]!r}")
         if self.num_prompts < 1 or self.max_new_tokens < 1 or self.num_pairs < 0:
             raise ValueError("num_prompts and max_new_tokens must be ≥ 1 and num_pairs ≥ 0")
+        check_choices(self)
 
     def launch(self) -> list[str]:
         """The command that runs ``simper`` for each step: the launcher, else this Python."""
@@ -141,6 +145,7 @@ class RunsConfig:
             "max_new_tokens": self.max_new_tokens,
             "num_pairs": self.num_pairs,
             "seed": self.eval_seed,
+            "prompt_split": self.prompt_split,
         }
 
 
