@@ -138,3 +138,13 @@ def test_eval_on_your_own_prompts_with_your_own_reward(tiny_model_dir, tmp_path,
     assert result["tie_rate"] == 1.0 and result["reward_gain_ci95"] == [0.0, 0.0]  # against itself
     assert main([*args[:-6], "--reward", "no_such_module:f", "--output", str(tmp_path / "bad")]) == 2
     assert "cannot import it" in capsys.readouterr().err and not (tmp_path / "bad" / "eval.json").exists()
+
+
+def test_eval_table_names_a_single_wording_once():
+    from simper.cli import format_eval_table
+
+    gain = {"reward_gain": 0.05, "reward_gain_ci95": [0.01, 0.09], "prompts": 8}
+    both = format_eval_table({"mean_reward": 0.5, **gain, "by_phrasing": {"seen": gain, "unseen": gain}})
+    assert "reward gain, all prompts" in both and "reward gain, unseen wording" in both
+    one = format_eval_table({"mean_reward": 0.5, **gain, "by_phrasing": {"unseen": gain}})
+    assert one.count("reward gain") == 1 and "reward gain, all prompts (unseen wording)" in one

@@ -321,8 +321,8 @@ def compare_rewards(
     }
 
 
-CACHE_VERSION = 6  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS;
-# 5: phrasings; 6: preference_accuracy renamed chosen_likelier)
+CACHE_VERSION = 7  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS;
+# 5: phrasings; 6: preference_accuracy renamed chosen_likelier; 7: by_phrasing also for one wording)
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
