@@ -393,17 +393,16 @@ def format_eval_table(metrics: dict) -> str:
             f"{'win / tie / loss vs baseline':<42}{'':>12}"
             f"{metrics['win_rate']:.2f}/{metrics['tie_rate']:.2f}/{metrics['loss_rate']:.2f}".rjust(12)
         )
-    wordings = [PHRASING_LABELS.get(g, g) for g in metrics.get("by_phrasing", {})]
+    wordings = {PHRASING_LABELS.get(g, g): m for g, m in metrics.get("by_phrasing", {}).items()}
+    overall = "all prompts"
     if len(wordings) == 1:  # every prompt in one wording: say which, once
-        groups = [(f"all prompts ({wordings[0]})", metrics)]
-    else:
-        groups = [("all prompts", metrics), *zip(wordings, metrics.get("by_phrasing", {}).values(), strict=True)]
-    for label, values in groups:
+        overall, wordings = f"all prompts ({next(iter(wordings))})", {}
+    for label, values in [(overall, metrics), *wordings.items()]:
         if "reward_gain_ci95" in values:
             low, high = values["reward_gain_ci95"]
             gain = f"{values['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
             lines.append(f"{'reward gain, ' + label:<42}{gain:>24}  ({values['prompts']} prompts, 95% interval)")
-        elif not label.startswith("all prompts"):
+        elif values is not metrics:
             lines.append(f"{'mean reward, ' + label:<42}{values['mean_reward']:>24.3f}  ({values['prompts']} prompts)")
     return "\n".join(lines)
 

@@ -167,8 +167,10 @@ def decode(
     along until a quarter of the batch has finished; then they are cut from the batch and from the
     KV cache (a cut copies the cache, so not at every step).
     """
-    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out, attention_mask, positions = prefill(model, input_ids, attention_mask, num_samples, cache_argument)
+    accepts = inspect.signature(model.forward).parameters
+    cache_argument = "cache" if "cache" in accepts else "past_key_values"  # renamed in transformers 5
+    head = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+    out, attention_mask, positions = prefill(model, input_ids, attention_mask, num_samples, cache_argument, head)
     cache = getattr(out, cache_argument)
     rows = torch.arange(attention_mask.shape[0], device=input_ids.device)  # batch row -> output row
     finished = torch.zeros_like(rows, dtype=torch.bool)
@@ -206,11 +208,10 @@ def decode(
     return outputs, logps.tolist()
 
 
-def prefill(model: PreTrainedModel, input_ids, attention_mask, num_samples: int, cache_argument: str):
-    """The prompts' forward pass, its output (last position's logits only, where the model allows)
-    with the KV cache in ``cache_argument`` (``past_key_values`` before transformers 5), then cache,
-    logits, attention mask and positions repeated ``num_samples`` times per prompt."""
-    head = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+def prefill(model: PreTrainedModel, input_ids, attention_mask, num_samples: int, cache_argument: str, head: dict):
+    """The prompts' forward pass (``head``: last position's logits only, where the model allows), its
+    output with the KV cache in ``cache_argument``, then cache, logits, attention mask and positions
+    repeated ``num_samples`` times per prompt."""
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **head)
     if num_samples > 1:
