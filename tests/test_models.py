@@ -43,3 +43,16 @@ def test_model_card_names_the_hub_model_an_alias_stands_for(tmp_path):
     assert hub_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert hub_id("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
     assert hub_id("tiny-random-llama") is None and hub_id(str(tmp_path)) is None and hub_id("./runs/a/b") is None
+
+
+@pytest.mark.parametrize(("flags", "expected"), [({}, "float32"), ({"bf16": True}, "bf16"), ({"fp16": True}, "fp16")])
+def test_model_card_precision_is_the_autocast_or_else_the_weights_dtype(flags, expected):
+    from simper.config import TrainConfig
+    from simper.modelcard import _recipe
+
+    config = TrainConfig()
+    config.model.torch_dtype = "float32"
+    for name, value in flags.items():
+        setattr(config.training, name, value)
+    assert _recipe(config)["precision"] == expected
+    assert config.training.mixed_precision == (expected if flags else "no")

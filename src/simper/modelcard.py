@@ -86,7 +86,7 @@ def _recipe(config: TrainConfig) -> dict[str, Any]:
         "max_steps": t.max_steps,
         "max_length": config.data.max_length,
         "max_prompt_length": config.data.max_prompt_length,
-        "precision": "bf16" if t.bf16 else "fp16" if t.fp16 else config.model.torch_dtype,
+        "precision": config.model.torch_dtype if t.mixed_precision == "no" else t.mixed_precision,
         "seed": t.seed,
     }
 

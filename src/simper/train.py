@@ -150,7 +150,7 @@ def setup(config: TrainConfig) -> Run:
 def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
     t = config.training
     return Accelerator(
-        mixed_precision="bf16" if t.bf16 else "fp16" if t.fp16 else "no",
+        mixed_precision=t.mixed_precision,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with=config.logging.report_to or None,
         project_dir=str(output_dir),

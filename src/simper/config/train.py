@@ -164,6 +164,11 @@ class TrainingConfig:
         check_choice("training.lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
         check_choice("training.layout", self.layout, LAYOUTS)
 
+    @property
+    def mixed_precision(self) -> str:
+        """accelerate's name for the autocast these flags ask for: "bf16", "fp16" or "no"."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
+
 
 @dataclass
 class LoraConfig:
