@@ -12,7 +12,9 @@ import yaml
 from simper.cli import main, parse_seeds
 from simper.compare import RunSpec, plan
 from simper.config import CompareConfig, TrainConfig, load_config
-from simper.report import build_report, load_run, summary_table
+from simper.report import build_report, load_run, summary_table, tables
+from simper.report.runs import group_runs
+from simper.report.tables import family_table, gains_table
 from simper.resources import EXAMPLE_PAIRS
 
 
@@ -206,7 +208,7 @@ def _generations(folder, rewards, lost_family=False):
     (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path):
+def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path, monkeypatch):
     folders = []
     for seed in (1, 2, 3):
         simper = _fixture_run(tmp_path / "simper" / f"seed-{seed}", "simper", seed, 0.6)
@@ -219,16 +221,22 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path):
     build_report(folders, tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     gains = md.split("## Gain over the starting model")[1].split("##")[0]
-    assert "| simper | 3 | +0.110 [+0.108, +0.112] |" in gains and "| above |" in gains
+    assert "| simper | 3 | +0.110 [+0.109, +0.111] |" in gains and "| above |" in gains
     against = md.split("## Against SimPER")[1].split("##")[0]
     assert "| dpo | 3 |" in against and "simper higher" in against  # every prompt, every seed below SimPER's
     assert "| ipo | 3 |" in against and "no rank" in against  # the same gains in another order: no claim
     families = md.split("## Constraint families, unseen wording")[1].split("##")[0]
-    assert "| lowercase | 1.00 | 1.00 (+0.000 [+0.000, +0.000]) | 0.00 (-1.000 [-1.000, -1.000]) **lost** |" in families
-    assert "| title | 0.00 | 1.00 (+1.000 [+1.000, +1.000])" in families
+    lowercase = "| lowercase | 10 | 1.00 | 1.00 (+0.000 [+0.000, +0.000]) | 0.00 (-1.000 [-1.000, -1.000])"
+    assert lowercase + " **lost** |" in families
+    assert "| title | 10 | 0.00 | 1.00 (+1.000 [+1.000, +1.000])" in families
     assert "<td>start</td>" in (tmp_path / "report" / "report.html").read_text()
     likelihood = md.split("## Likelihood of the training responses")[1].split("##")[0]
     assert "| simper | -0.900 → -0.700 (+0.200) | -1.300 → -1.500 (-0.200) | – | – | holds or rises |" in likelihood
+    # a seed read twice is one seed; a family on fewer prompts than the verdict needs is never called lost
+    groups = group_runs([load_run(f) for f in [*folders, folders[0]]])
+    assert "| simper | 3 | +0.110 [+0.109, +0.111] |" in gains_table(groups)
+    monkeypatch.setattr(tables, "FAMILY_VERDICT_PROMPTS", 11)
+    assert lowercase + " |" in family_table(groups) and "**lost**" not in family_table(groups)
 
 
 def test_prompt_split_reaches_every_evaluation(tmp_path):

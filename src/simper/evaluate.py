@@ -26,13 +26,13 @@ import torch
 
 from simper import models
 from simper.attention import layout_for
-from simper.bootstrap import bootstrap_interval
 from simper.config import EvalConfig
 from simper.data.collate import PairCollator
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
 from simper.diversity import degeneration, is_looping, sample_diversity
 from simper.generate import TransformersGenerator, encode_prompts, load_generator
+from simper.intervals import prompt_interval
 from simper.logprobs import sequence_logps
 from simper.pairs import as_messages, read_prompts
 from simper.resources import HELDOUT_PAIRS
@@ -295,7 +295,7 @@ def compare_rewards(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The model's rows, each with the baseline's reward and checks for its prompt (``baseline_reward``,
     ``baseline_results``), and per prompt the model's reward above, equal to, or below it; with the
-    mean reward gain and its 95% interval over re-drawn prompts (:func:`bootstrap_interval`)."""
+    mean reward gain and its 95% interval over re-drawn prompts (:func:`simper.intervals.prompt_interval`)."""
     baseline = {row["id"]: row for row in baseline_rows if "reward" in row}
     rows = [
         {
@@ -317,7 +317,7 @@ def compare_rewards(
         "tie_rate": float((gains == 0).mean()),
         "loss_rate": float((gains < 0).mean()),
         "reward_gain": float(gains.mean()),
-        "reward_gain_ci95": bootstrap_interval(gains),
+        "reward_gain_ci95": prompt_interval(gains),
     }
 
 

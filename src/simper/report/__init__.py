@@ -13,6 +13,7 @@ from simper.errors import UserError
 from simper.report.plots import plot_curves, plot_density, plot_gradient_balance, plot_reward_kl
 from simper.report.runs import RunRecord, group_runs, load_run, run_label
 from simper.report.tables import (
+    FAMILY_VERDICT_PROMPTS,
     difference_table,
     family_table,
     gains_table,
@@ -37,9 +38,9 @@ CAPTIONS = {
     "own greedy generations, nats per response), one point per run.",
 }
 GAINS_TEXT = (
-    "Mean reward gain over the starting model, per prompt, pooled over seeds; 95% interval by a bootstrap that "
-    "redraws both the seeds and the prompts. *Unseen wording*: prompts whose constraint sentences, task "
-    "templates and arithmetic problem templates training never saw."
+    "Mean reward gain over the starting model, per prompt, pooled over seeds; 95% interval over both the seeds "
+    "and the prompts (a t interval; one seed: a bootstrap over the prompts). *Unseen wording*: prompts whose "
+    "constraint sentences, task templates and arithmetic problem templates training never saw."
 )
 DIFFERENCE_TEXT = (
     "Each objective's gain minus SimPER's on the same seeds and prompts (paired); a rank is claimed only where "
@@ -55,7 +56,8 @@ LIKELIHOOD_TEXT = (
 )
 FAMILY_TEXT = (
     "Share of each constraint family's checks met on unseen-wording instruction prompts (all seeds), and in "
-    "brackets the change from the start with its interval; **lost** marks a fall beyond noise."
+    "brackets the change from the start with its interval; **lost** marks a fall beyond noise on at least "
+    f"{FAMILY_VERDICT_PROMPTS} prompts (with fewer, or across many families, some fall that far by chance)."
 )
 
 

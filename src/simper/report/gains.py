@@ -2,8 +2,8 @@
 
 Every run of a comparison is evaluated on the same held-out prompts against the same starting model,
 so each run gives one reward gain per prompt. A label's gain is the mean over its seeds and the
-prompts; its interval resamples both (:func:`simper.bootstrap.bootstrap_interval`), so it covers
-what another set of prompts and another set of seeds would move it by. Two labels are compared on
+prompts; its interval (:func:`simper.intervals.gain_interval`) covers what another set of prompts
+and another set of seeds would move it by. Two labels are compared on
 the seeds they share, prompt by prompt (a paired difference).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simper.bootstrap import bootstrap_interval
+from simper.intervals import gain_interval
 from simper.report.runs import RunRecord
 
 WORDINGS = (("all", "all prompts"), ("unseen", "unseen wording"), ("seen", "training's wording"))
@@ -50,7 +50,7 @@ def prompt_gains(run: RunRecord, wording: str = "all") -> dict[str, float]:
 def pooled(matrix: np.ndarray) -> Gain | None:
     if matrix.size == 0:
         return None
-    low, high = bootstrap_interval(matrix)
+    low, high = gain_interval(matrix)
     return Gain(float(matrix.mean()), low, high, matrix.shape[0], matrix.shape[1])
 
 
@@ -64,13 +64,15 @@ def _matrix(per_seed: list[dict[str, float]]) -> np.ndarray:
     if not per_seed:
         return np.empty((0, 0))
     sets = [frozenset(gains) for gains in per_seed]
-    most = max(set(sets), key=lambda ids: (sets.count(ids), len(ids)))
+    most = max(set(sets), key=lambda ids: (sets.count(ids), len(ids), sorted(ids)))  # ties: the same pick every run
     kept = [gains for gains, ids in zip(per_seed, sets, strict=True) if ids == most]
     return np.array([[gains[p] for p in sorted(most)] for gains in kept])
 
 
 def finished(runs: list[RunRecord]) -> list[RunRecord]:
-    return [r for r in runs if r.status != "failed" and any("baseline_reward" in row for row in r.rows)]
+    """The evaluated runs, one per seed (the last folder read: a seed found twice is not two seeds)."""
+    done = {r.seed: r for r in runs if r.status != "failed" and any("baseline_reward" in row for row in r.rows)}
+    return list(done.values())
 
 
 def label_gain(runs: list[RunRecord], wording: str = "all") -> Gain | None:
@@ -80,7 +82,7 @@ def label_gain(runs: list[RunRecord], wording: str = "all") -> Gain | None:
 
 def paired_difference(runs: list[RunRecord], reference: list[RunRecord], wording: str = "all") -> Gain | None:
     """Gain of ``runs`` minus gain of ``reference``, seed by seed and prompt by prompt, on shared seeds."""
-    ours = {r.seed: prompt_gains(r, wording) for r in finished(runs)}  # one run per seed: the last folder
+    ours = {r.seed: prompt_gains(r, wording) for r in finished(runs)}
     theirs = {r.seed: prompt_gains(r, wording) for r in finished(reference)}
     seeds = sorted(ours.keys() & theirs.keys())
     diffs = [{p: ours[s][p] - theirs[s][p] for p in ours[s].keys() & theirs[s].keys()} for s in seeds]
