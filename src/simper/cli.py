@@ -95,8 +95,9 @@ def _add_eval(commands) -> None:
         help="evaluate a model on held-out prompts and pairs",
         description="Greedy generations on held-out prompts (built-in: in training's wording and in wording "
         "training never saw, reported apart) scored by a reward, the gain over a baseline with a bootstrap "
-        "interval, repetition loops and sample diversity, KL to the baseline, how often the model finds the "
-        "chosen answer likelier on held-out pairs and the perplexity density of the model's responses. "
+        "interval, repetition loops and sample diversity, the log-ratio to the baseline on the greedy answers, "
+        "how often the model finds the chosen answer likelier on held-out pairs and the perplexity density of "
+        "the model's responses. "
         "Writes eval.json, generations.jsonl and ppl_density.png. With --export, writes a benchmark's answer "
         "file instead. Every flag is also a config key (--num-prompts = num_prompts), settable in --config YAML "
         "or as key=value.",
@@ -373,7 +374,7 @@ EVAL_ROWS = (
     ("cutoff_share", "answers cut off at the length cap"),
     ("distinct_2", "distinct-2 over all answers"),
     ("sample_distinct_2", "distinct-2 within 4 samples of a prompt"),
-    ("kl_to_baseline", "KL to baseline (nats per response)"),
+    ("kl_to_baseline", "greedy log-ratio to baseline (nats per response)"),
 )
 PHRASING_LABELS = {"seen": "training's wording", "unseen": "unseen wording"}
 

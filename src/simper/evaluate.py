@@ -45,9 +45,9 @@ PPL_RANGE = (0.0, 8.0)  # log-perplexity grid shared by every model
 
 def evaluate(config: EvalConfig) -> tuple[dict[str, Any], Path]:
     """``simper eval``: evaluate ``config.model`` and, with a baseline (its evaluation cached), compare
-    the two prompt by prompt (reward gain with its interval, per wording too) and estimate the KL to
-    it; write ``eval.json``, ``generations.jsonl`` and ``ppl_density.png``. Returns the metrics and
-    the output folder."""
+    the two prompt by prompt (reward gain with its interval, per wording too) and measure how far the
+    model's greedy answers moved from it (:func:`kl_to_baseline`); write ``eval.json``,
+    ``generations.jsonl`` and ``ppl_density.png``. Returns the metrics and the output folder."""
     from simper.report.plots import plot_ppl_density
 
     name = config.model
@@ -232,8 +232,11 @@ def score_ids(
 
 
 def kl_to_baseline(baseline_name: str, rows: list[dict[str, Any]], trust_remote_code: bool = False) -> float:
-    """Estimate of KL(model ‖ baseline) in nats per response: mean of Σ log π − Σ log π_base over the
-    model's own (greedy) held-out generations, the same token ids scored by both models."""
+    """How far the model's most likely answers moved from the baseline, in nats per response: the mean
+    of Σ log π − Σ log π_base over the model's own greedy held-out generations, the same token ids
+    scored by both models. Not a KL estimate (that needs answers sampled from π at temperature 1, and
+    greedy answers are π's modes): it can be negative, and it grows with a sharper mode as well as
+    with drift. The key keeps its first name, ``kl_to_baseline``, so older run folders still read."""
     tokenizer = models.load_tokenizer(baseline_name, trust_remote_code=trust_remote_code)
     baseline = models.load_model(baseline_name, trust_remote_code=trust_remote_code).to(models.best_device()).eval()
     scored = score_ids(baseline, prompt_ids(tokenizer, rows), [r["token_ids"] for r in rows])

@@ -34,7 +34,7 @@ ROUND_COLUMNS = (
     ("loop_share", "loops"),
     ("sample_distinct_2", "sample distinct-2"),
     ("mean_length", "length"),
-    ("kl_to_baseline", "KL to start"),
+    ("kl_to_baseline", "greedy log-ratio to start"),
 )
 
 

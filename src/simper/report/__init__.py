@@ -34,8 +34,9 @@ CAPTIONS = {
     "the size of the push each objective gives each side (the paper's gradient analysis).",
     "ppl_density.png": "Density of the log-perplexity of each model's own greedy responses on held-out prompts, "
     "pooled over seeds; dashed lines mark the peaks. A lower, sharper peak is the paper's mode-seeking claim.",
-    "reward_kl.png": "Held-out reward against the KL divergence from the starting model (estimated on the model's "
-    "own greedy generations, nats per response), one point per run.",
+    "reward_kl.png": "Held-out reward against how far each model's greedy answers moved from the starting model "
+    "(Σ log π − Σ log π_start on those answers, nats per response), one point per run. Not a KL estimate, which "
+    "needs sampled answers: it can be negative and also grows as the mode sharpens.",
 }
 GAINS_TEXT = (
     "Mean reward gain over the starting model, per prompt, pooled over seeds; 95% interval over both the seeds "
@@ -72,7 +73,7 @@ def build_report(folders: list[Path], output: Path) -> Path:
         "curves.png": ("Training curves", plot_curves(groups, output / "curves.png")),
         "gradient_balance.png": ("Gradient balance", plot_gradient_balance(groups, output / "gradient_balance.png")),
         "ppl_density.png": ("Perplexity density", plot_density(groups, runs, output / "ppl_density.png")),
-        "reward_kl.png": ("Reward against KL to the start", plot_reward_kl(groups, output / "reward_kl.png")),
+        "reward_kl.png": ("Reward against the greedy log-ratio", plot_reward_kl(groups, output / "reward_kl.png")),
     }
     plots = {name: title for name, (title, made) in plots.items() if made}
     failures = [r for r in runs if r.status == "failed"]

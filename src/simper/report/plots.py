@@ -149,7 +149,7 @@ def plot_reward_kl(groups: dict[str, list[RunRecord]], path: Path) -> bool:
     start = next((r.baseline for r in (r for rs in groups.values() for r in rs) if r.baseline), None)
     if start and "mean_reward" in start:
         ax.scatter([0.0], [start["mean_reward"]], marker="*", s=160, color="black", label="starting model")
-    ax.set_xlabel("KL to the starting model (nats per response, on held-out generations)")
+    ax.set_xlabel("log π − log π_start on its own greedy answers (nats per response; not a KL)")
     ax.set_ylabel("held-out reward (checker)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

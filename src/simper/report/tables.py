@@ -31,7 +31,7 @@ COLUMNS = (
     ("chosen_likelier", "chosen likelier (held-out pairs)", "{:.3f}"),
     ("delta_chosen_logp", "Δ chosen log-p", "{:+.3f}"),
     ("mean_length", "length (tokens)", "{:.1f}"),
-    ("kl_to_baseline", "KL to start (nats)", "{:.2f}"),
+    ("kl_to_baseline", "greedy log-ratio to start (nats)", "{:.2f}"),
     ("train_minutes", "train wall (min)", "{:.1f}"),
     ("train_peak_rss_gb", "peak mem (GB)", "{:.2f}"),
     ("tokens_per_s", "tokens/s", "{:.0f}"),
