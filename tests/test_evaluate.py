@@ -96,6 +96,9 @@ def test_compare_rewards_and_density():
         [{"id": i, "reward": float(i == 0)} for i in range(10)], [{"id": i, "reward": 0.0} for i in range(10)]
     )
     assert few["reward_gain"] == pytest.approx(0.1) and few["reward_gain_ci95"][0] == 0.0
+    ten, four = [{"id": i, "reward": 1.0} for i in range(10)], [{"id": i, "reward": 0.0} for i in range(4)]
+    _, part = compare_rewards(ten, four)
+    assert part["compared_prompts"] == 4 and part["reward_gain"] == 1.0
     assert compare_rewards(model, []) == (model, {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0})
     curve = density([2.0, 2.05, 2.1, 4.0])
     assert 2.0 <= curve["peak"] <= 2.3 and sum(d * 0.05 for d in curve["density"]) == pytest.approx(1.0, abs=1e-2)

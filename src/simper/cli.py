@@ -402,7 +402,8 @@ def format_eval_table(metrics: dict) -> str:
         if "reward_gain_ci95" in values:
             low, high = values["reward_gain_ci95"]
             gain = f"{values['reward_gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
-            lines.append(f"{'reward gain, ' + label:<42}{gain:>24}  ({values['prompts']} prompts, 95% interval)")
+            compared = values.get("compared_prompts", values["prompts"])  # both models answered
+            lines.append(f"{'reward gain, ' + label:<42}{gain:>24}  ({compared} prompts, 95% interval)")
         elif values is not metrics:
             lines.append(f"{'mean reward, ' + label:<42}{values['mean_reward']:>24.3f}  ({values['prompts']} prompts)")
     return "\n".join(lines)

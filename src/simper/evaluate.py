@@ -316,6 +316,7 @@ def compare_rewards(
     if gains.size == 0:
         return rows, {"win_rate": 0.0, "tie_rate": 0.0, "loss_rate": 0.0}
     return rows, {
+        "compared_prompts": int(gains.size),  # prompts both answered: a gain on fewer than asked for shows here
         "win_rate": float((gains > 0).mean()),
         "tie_rate": float((gains == 0).mean()),
         "loss_rate": float((gains < 0).mean()),
