@@ -12,7 +12,8 @@ import yaml
 from simper.cli import main, parse_seeds
 from simper.compare import RunSpec, plan
 from simper.config import CompareConfig, TrainConfig, load_config
-from simper.report import build_report, load_run, summary_table, tables
+from simper.report import build_report, load_run, summary_table
+from simper.report import gains as gains_module
 from simper.report.runs import group_runs
 from simper.report.tables import family_table, gains_table
 from simper.resources import EXAMPLE_PAIRS
@@ -235,8 +236,38 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path, mon
     # a seed read twice is one seed; a family on fewer prompts than the verdict needs is never called lost
     groups = group_runs([load_run(f) for f in [*folders, folders[0]]])
     assert "| simper | 3 | +0.110 [+0.109, +0.111] |" in gains_table(groups)
-    monkeypatch.setattr(tables, "FAMILY_VERDICT_PROMPTS", 11)
+    monkeypatch.setattr(gains_module, "FAMILY_VERDICT_PROMPTS", 11)
     assert lowercase + " |" in family_table(groups) and "**lost**" not in family_table(groups)
+
+
+def test_family_verdicts_hold_for_all_families_at_once(tmp_path):
+    """Twenty families on 12 prompts, three seeds: one gains on every prompt, one on 4-5 of 12 (beyond
+    noise read alone, not when twenty are read together), the rest do not move."""
+    runs = []
+    for seed in (1, 2, 3):
+        folder = _fixture_run(tmp_path / f"seed-{seed}", "simper", seed, 0.6)
+        rows = []
+        for i in range(12):
+            results = {f"{k}:f{k:02d}": False for k in range(20)}
+            results["0:f00"] = True
+            results["1:f01"] = (i + seed) % 3 == 0 or i == seed
+            rows.append(
+                {
+                    "id": f"p{i:02d}",
+                    "kind": "instructions",
+                    "phrasing": "unseen",
+                    "reward": 0.6,
+                    "baseline_reward": 0.5,
+                    "results": results,
+                    "baseline_results": dict.fromkeys(results, False),
+                }
+            )
+        (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append(load_run(folder))
+    changes = gains_module.family_changes(runs)
+    assert changes["f00"].verdict == "gained" and changes["f02"].verdict == ""
+    marginal = changes["f01"]
+    assert marginal.gain.low > 0 and marginal.verdict == ""  # 95% alone would call it
 
 
 def test_prompt_split_reaches_every_evaluation(tmp_path):

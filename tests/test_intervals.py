@@ -30,6 +30,17 @@ def test_seeds_that_agree_give_the_prompts_interval():
     assert [low, high] == pytest.approx([prompts.mean() - half, prompts.mean() + half])
 
 
+def test_a_higher_confidence_uses_the_matching_quantile():
+    # several intervals read together (Bonferroni): the t quantile moves, the bootstrap draws further out
+    gains = np.array([[0.0] * 50, [0.1] * 50, [0.2] * 50])
+    half = stats.t.ppf(1 - 0.0025 / 2, 2) * 0.1 / np.sqrt(3)
+    assert gain_interval(gains, confidence=0.9975) == pytest.approx([0.1 - half, 0.1 + half])
+    prompts = np.random.default_rng(0).normal(0.05, 0.3, 200)
+    low, high = gain_interval(prompts, confidence=0.9975)
+    half = stats.norm.ppf(1 - 0.0025 / 2) * prompts.std() / np.sqrt(200)
+    assert [low, high] == pytest.approx([prompts.mean() - half, prompts.mean() + half], abs=0.01)
+
+
 def test_a_spread_that_cannot_be_measured_gives_no_interval():
     assert np.isnan(gain_interval(np.array([0.5]))).all()  # one prompt
     assert np.isnan(seed_prompt_interval(np.array([[0.1], [0.3], [0.2]]))).all()  # seeds on one prompt

@@ -20,23 +20,31 @@ import numpy as np
 from scipy import stats
 
 
-def gain_interval(gains: np.ndarray) -> list[float]:
-    """95% interval of the mean of ``gains``: ``(prompts,)`` or ``(runs, prompts)``, runs on the same prompts."""
+def gain_interval(gains: np.ndarray, confidence: float = 0.95) -> list[float]:
+    """Interval of the mean of ``gains``: ``(prompts,)`` or ``(runs, prompts)``, runs on the same prompts.
+
+    ``confidence`` above 0.95 serves several intervals read together: m of them, each at 1 − 0.05/m,
+    all cover at once with probability ≥ 0.95 (Bonferroni)."""
     gains = np.atleast_2d(np.asarray(gains, dtype=float))
-    return prompt_interval(gains[0]) if gains.shape[0] == 1 else seed_prompt_interval(gains)
+    if gains.shape[0] == 1:
+        return prompt_interval(gains[0], confidence=confidence)
+    return seed_prompt_interval(gains, confidence)
 
 
-def prompt_interval(gains: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float]:
-    """Percentile bootstrap over prompts (a fixed draw) of one run's mean gain."""
+def prompt_interval(gains: np.ndarray, draws: int = 2000, seed: int = 0, confidence: float = 0.95) -> list[float]:
+    """Percentile bootstrap over prompts (a fixed draw) of one run's mean gain; at least 50 draws fall
+    beyond each end, so a high ``confidence`` draws more."""
     gains = np.asarray(gains, dtype=float)
     if gains.size < 2:  # one prompt: no spread to draw from
         return [math.nan, math.nan]
+    tail = (1 - confidence) / 2
+    draws = max(draws, math.ceil(50 / tail))
     rng = np.random.default_rng(seed)
     means = gains[rng.integers(0, gains.size, (draws, gains.size))].mean(axis=1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
 
 
-def seed_prompt_interval(gains: np.ndarray) -> list[float]:
+def seed_prompt_interval(gains: np.ndarray, confidence: float = 0.95) -> list[float]:
     """Mean ± t · SE over a seeds × prompts matrix, seeds and prompts both drawn at random.
 
     With g[s, p] = μ + a_s + b_p + e_sp, the mean's variance is σa²/S + σb²/P + σe²/(SP). The seeds'
@@ -64,5 +72,5 @@ def seed_prompt_interval(gains: np.ndarray) -> list[float]:
         spread += (prompt_square**2 / (prompts - 1) + residual_square**2 / ((runs - 1) * (prompts - 1))) / (
             runs * prompts
         ) ** 2
-    half = float(stats.t.ppf(0.975, variance**2 / spread)) * math.sqrt(variance)
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, variance**2 / spread)) * math.sqrt(variance)
     return [mean - half, mean + half]

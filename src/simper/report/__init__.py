@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from simper.errors import UserError
+from simper.report.gains import FAMILY_VERDICT_PROMPTS
 from simper.report.plots import plot_curves, plot_density, plot_gradient_balance, plot_reward_kl
 from simper.report.runs import RunRecord, group_runs, load_run, run_label
 from simper.report.tables import (
-    FAMILY_VERDICT_PROMPTS,
     difference_table,
     family_table,
     gains_table,
@@ -57,8 +57,9 @@ LIKELIHOOD_TEXT = (
 )
 FAMILY_TEXT = (
     "Share of each constraint family's checks met on unseen-wording instruction prompts (all seeds), and in "
-    "brackets the change from the start with its interval; **lost** marks a fall beyond noise on at least "
-    f"{FAMILY_VERDICT_PROMPTS} prompts (with fewer, or across many families, some fall that far by chance)."
+    "brackets the change from the start with its 95% interval. **gained** / **lost** mark a change beyond "
+    f"noise with all families on at least {FAMILY_VERDICT_PROMPTS} prompts read together (each at 1 − 0.05/m "
+    "for m such families, Bonferroni): at 95% apiece, one family in twenty would look changed by chance."
 )
 
 

@@ -47,10 +47,13 @@ def prompt_gains(run: RunRecord, wording: str = "all") -> dict[str, float]:
     }
 
 
-def pooled(matrix: np.ndarray) -> Gain | None:
+FAMILY_VERDICT_PROMPTS = 10  # fewer prompts of a family: its change is shown, never judged
+
+
+def pooled(matrix: np.ndarray, confidence: float = 0.95) -> Gain | None:
     if matrix.size == 0:
         return None
-    low, high = gain_interval(matrix)
+    low, high = gain_interval(matrix, confidence)
     return Gain(float(matrix.mean()), low, high, matrix.shape[0], matrix.shape[1])
 
 
@@ -89,12 +92,42 @@ def paired_difference(runs: list[RunRecord], reference: list[RunRecord], wording
     return pooled(_matrix(diffs))
 
 
-def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, tuple[float, float, Gain]]:
+@dataclass
+class FamilyChange:
+    """One constraint family's share of checks met by the start and after training, the change with its
+    95% interval, and the verdict: ``gained``/``lost`` where the change stays beyond noise with every
+    judged family read at once, else ``""``."""
+
+    start: float
+    after: float
+    gain: Gain
+    verdict: str = ""
+
+
+def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, FamilyChange]:
     """Per constraint family, on instruction prompts of ``wording``: the share of its checks the start
     met, the share the label met, and the change with its interval — per prompt, the family's checks
     met minus the start's, divided by the family's mean checks per prompt, so its mean is exactly
-    the change in share; seeds and prompts resampled — all on the prompts the seeds share."""
-    done = finished(runs)
+    the change in share — all on the prompts the seeds share.
+
+    A dozen families each read at 95% would show one beyond noise by chance about half the time, so
+    the verdict is family-wise: the m families on at least ``FAMILY_VERDICT_PROMPTS`` prompts are judged
+    each at 1 − 0.05/m (Bonferroni), and all m verdicts hold together with probability ≥ 0.95."""
+    matrices = {family: m for family, m in _family_matrices(finished(runs), wording).items() if m[2].size}
+    judged = [family for family, m in matrices.items() if m[2].shape[1] >= FAMILY_VERDICT_PROMPTS]
+    changes = {}
+    for family, (met, start, total) in matrices.items():
+        per_prompt = (met - start) / total.mean()
+        change = FamilyChange(start.sum() / total.sum(), met.sum() / total.sum(), pooled(per_prompt))
+        if family in judged:
+            strict = pooled(per_prompt, 1 - 0.05 / len(judged))
+            change.verdict = {"above": "gained", "below": "lost"}.get(strict.verdict, "")
+        changes[family] = change
+    return changes
+
+
+def _family_matrices(done: list[RunRecord], wording: str) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per family: seeds × prompts matrices of checks met, checks the start met, and checks."""
     per_family: dict[str, list[dict[str, tuple[int, int, int]]]] = {}
     for index, run in enumerate(done):
         for row in run.rows:
@@ -107,12 +140,7 @@ def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, 
                 seeds = per_family.setdefault(family, [{} for _ in done])
                 met, start, total = seeds[index].get(row["id"], (0, 0, 0))
                 seeds[index][row["id"]] = (met + ok, start + bool(row["baseline_results"].get(key)), total + 1)
-    changes = {}
-    for family, seeds in sorted(per_family.items()):
-        met, start, total = (_matrix([{p: v[i] for p, v in seed.items()} for seed in seeds]) for i in range(3))
-        if total.size == 0:
-            continue
-        per_prompt = total.mean()
-        gain = pooled((met - start) / per_prompt)
-        changes[family] = (start.sum() / total.sum(), met.sum() / total.sum(), gain)
-    return changes
+    return {
+        family: tuple(_matrix([{p: v[i] for p, v in seed.items()} for seed in seeds]) for i in range(3))
+        for family, seeds in sorted(per_family.items())
+    }

@@ -13,8 +13,6 @@ from typing import Any
 from simper.report.gains import WORDINGS, family_changes, label_gain, paired_difference
 from simper.report.runs import RunRecord, lookup
 
-FAMILY_VERDICT_PROMPTS = 10  # fewer prompts of a family: its change is shown, never called lost
-
 # (key in a run's values, column title, format): mean ± std over seeds
 COLUMNS = (
     ("mean_reward", "held-out reward", "{:.3f}"),
@@ -110,8 +108,8 @@ def _wording_table(seeds_title: str, verdict_title: str, rows: list[str]) -> str
 
 def family_table(groups: dict[str, list[RunRecord]], wording: str = "unseen") -> str:
     """Per constraint family on ``wording``: its prompts, checks met by the start and by each label, with
-    the change and its interval; a family lost beyond noise on at least ``FAMILY_VERDICT_PROMPTS``
-    prompts is marked (a handful of prompts per family, across a dozen families, marks some by chance)."""
+    the change and its 95% interval; **gained**/**lost** where the change is beyond noise family-wise
+    (:func:`simper.report.gains.family_changes`)."""
     changes = {label: family_changes(runs, wording) for label, runs in groups.items()}
     changes = {label: c for label, c in changes.items() if c}
     if not changes:
@@ -120,16 +118,13 @@ def family_table(groups: dict[str, list[RunRecord]], wording: str = "unseen") ->
     head = "| constraint family | prompts | start | " + " | ".join(changes) + " |"
     rows = []
     for family in families:
-        start, prompts = next((c[family][0], c[family][2].prompts) for c in changes.values() if family in c)
+        first = next(c[family] for c in changes.values() if family in c)
         cells = []
         for c in changes.values():
-            if family not in c:
-                cells.append("–")
-                continue
-            _, after, gain = c[family]
-            lost = gain.verdict == "below" and gain.prompts >= FAMILY_VERDICT_PROMPTS
-            cells.append(f"{after:.2f} ({gain})" + (" **lost**" if lost else ""))
-        rows.append(f"| {family} | {prompts} | {start:.2f} | " + " | ".join(cells) + " |")
+            change = c.get(family)
+            mark = f" **{change.verdict}**" if change and change.verdict else ""
+            cells.append(f"{change.after:.2f} ({change.gain}){mark}" if change else "–")
+        rows.append(f"| {family} | {first.gain.prompts} | {first.start:.2f} | " + " | ".join(cells) + " |")
     return "\n".join([head, "|---|---|---|" + "---|" * len(changes), *rows])
 
 
