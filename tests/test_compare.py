@@ -240,34 +240,44 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path, mon
     assert lowercase + " |" in family_table(groups) and "**lost**" not in family_table(groups)
 
 
-def test_family_verdicts_hold_for_all_families_at_once(tmp_path):
-    """Twenty families on 12 prompts, three seeds: one gains on every prompt, one on 4-5 of 12 (beyond
-    noise read alone, not when twenty are read together), the rest do not move."""
+# seeds × prompts: met by the trained model on 7 of 36 — beyond noise with 4 families judged, not with 5
+MARGINAL = [
+    [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+    [0, 1, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0],
+    [0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0],
+]
+
+
+def _family_runs(folder, extra_moving_family=False):
+    """Three seeds on 12 unseen prompts. Judged: f00 gains everywhere, f01 is ``MARGINAL``, f02 is lost
+    everywhere, f03 gains once. Not judged: f04 never moves, f05 moves but has 8 prompts."""
     runs = []
     for seed in (1, 2, 3):
-        folder = _fixture_run(tmp_path / f"seed-{seed}", "simper", seed, 0.6)
+        run = _fixture_run(folder / f"seed-{seed}", "simper", seed, 0.6)
         rows = []
         for i in range(12):
-            results = {f"{k}:f{k:02d}": False for k in range(20)}
-            results["0:f00"] = True
-            results["1:f01"] = (i + seed) % 3 == 0 or i == seed
-            rows.append(
-                {
-                    "id": f"p{i:02d}",
-                    "kind": "instructions",
-                    "phrasing": "unseen",
-                    "reward": 0.6,
-                    "baseline_reward": 0.5,
-                    "results": results,
-                    "baseline_results": dict.fromkeys(results, False),
-                }
-            )
-        (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        runs.append(load_run(folder))
-    changes = gains_module.family_changes(runs)
-    assert changes["f00"].verdict == "gained" and changes["f02"].verdict == ""
-    marginal = changes["f01"]
-    assert marginal.gain.low > 0 and marginal.verdict == ""  # 95% alone would call it
+            start = {"0:f00": False, "1:f01": False, "2:f02": True, "3:f03": False, "4:f04": True}
+            met = {"0:f00": True, "1:f01": bool(MARGINAL[seed - 1][i]), "2:f02": False, "3:f03": i == seed == 1}
+            met["4:f04"] = True
+            if i < 8:
+                start["5:f05"], met["5:f05"] = False, True
+            if extra_moving_family:
+                start["6:f06"], met["6:f06"] = False, i == 0 and seed == 1
+            row = {"id": f"p{i:02d}", "kind": "instructions", "phrasing": "unseen", "reward": 0.6}
+            rows.append({**row, "baseline_reward": 0.5, "results": met, "baseline_results": start})
+        (run / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append(load_run(run))
+    return runs
+
+
+def test_family_verdicts_hold_for_all_judged_families_at_once(tmp_path):
+    changes = gains_module.family_changes(_family_runs(tmp_path / "a"))
+    verdicts = {family: change.verdict for family, change in changes.items()}
+    assert verdicts == {"f00": "gained", "f01": "gained", "f02": "lost", "f03": "", "f04": "", "f05": ""}
+    assert changes["f05"].gain.low > 0  # beyond noise alone, but on too few prompts to be judged
+    # one more family that moved on 10+ prompts makes five judged: the marginal gain no longer holds
+    changes = gains_module.family_changes(_family_runs(tmp_path / "b", extra_moving_family=True))
+    assert changes["f01"].gain.low > 0 and changes["f01"].verdict == "" and changes["f00"].verdict == "gained"
 
 
 def test_prompt_split_reaches_every_evaluation(tmp_path):

@@ -36,9 +36,21 @@ def test_a_higher_confidence_uses_the_matching_quantile():
     half = stats.t.ppf(1 - 0.0025 / 2, 2) * 0.1 / np.sqrt(3)
     assert gain_interval(gains, confidence=0.9975) == pytest.approx([0.1 - half, 0.1 + half])
     prompts = np.random.default_rng(0).normal(0.05, 0.3, 200)
-    low, high = gain_interval(prompts, confidence=0.9975)
-    half = stats.norm.ppf(1 - 0.0025 / 2) * prompts.std() / np.sqrt(200)
-    assert [low, high] == pytest.approx([prompts.mean() - half, prompts.mean() + half], abs=0.01)
+    half = stats.t.ppf(1 - 0.0025 / 2, 199) * prompts.std(ddof=1) / np.sqrt(200)  # one run's far tails: t
+    assert gain_interval(prompts, confidence=0.9975) == pytest.approx([prompts.mean() - half, prompts.mean() + half])
+    with pytest.raises(ValueError, match="confidence"):
+        gain_interval(prompts, confidence=1.0)
+
+
+def test_seeds_whose_means_tie_still_carry_the_interaction():
+    # each seed gains on its own third of the prompts: equal seed means, equal prompt means, yet not a
+    # certain gain — the interval keeps the interaction's width instead of collapsing to a point
+    gains = np.zeros((3, 12))
+    for seed in range(3):
+        gains[seed, seed * 4 : seed * 4 + 4] = 1.0
+    low, high = seed_prompt_interval(gains)
+    assert low < 1 / 3 < high and high - low > 0.2
+    assert seed_prompt_interval(np.full((3, 12), 0.25)) == pytest.approx([0.25, 0.25])  # truly constant
 
 
 def test_a_spread_that_cannot_be_measured_gives_no_interval():

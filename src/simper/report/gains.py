@@ -111,10 +111,15 @@ def family_changes(runs: list[RunRecord], wording: str = "unseen") -> dict[str, 
     the change in share — all on the prompts the seeds share.
 
     A dozen families each read at 95% would show one beyond noise by chance about half the time, so
-    the verdict is family-wise: the m families on at least ``FAMILY_VERDICT_PROMPTS`` prompts are judged
-    each at 1 − 0.05/m (Bonferroni), and all m verdicts hold together with probability ≥ 0.95."""
+    the verdict is family-wise for the label: the m families on at least ``FAMILY_VERDICT_PROMPTS``
+    prompts whose checks moved at all (one that moved on no prompt can never be judged changed) are
+    judged each at 1 − 0.05/m (Bonferroni), and all m verdicts hold together with probability ≥ 0.95."""
     matrices = {family: m for family, m in _family_matrices(finished(runs), wording).items() if m[2].size}
-    judged = [family for family, m in matrices.items() if m[2].shape[1] >= FAMILY_VERDICT_PROMPTS]
+    judged = [
+        family
+        for family, (met, start, total) in matrices.items()
+        if total.shape[1] >= FAMILY_VERDICT_PROMPTS and (met != start).any()
+    ]
     changes = {}
     for family, (met, start, total) in matrices.items():
         per_prompt = (met - start) / total.mean()
