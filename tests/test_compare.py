@@ -222,7 +222,7 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path, mon
     build_report(folders, tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     gains = md.split("## Gain over the starting model")[1].split("##")[0]
-    assert "| simper | 3 | +0.110 [+0.109, +0.111] |" in gains and "| above |" in gains
+    assert "| simper | 3 | +0.110 [+0.107, +0.113] |" in gains and "| above |" in gains
     against = md.split("## Against SimPER")[1].split("##")[0]
     assert "| dpo | 3 |" in against and "simper higher" in against  # every prompt, every seed below SimPER's
     assert "| ipo | 3 |" in against and "no rank" in against  # the same gains in another order: no claim
@@ -235,7 +235,7 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path, mon
     assert "| simper | -0.900 → -0.700 (+0.200) | -1.300 → -1.500 (-0.200) | – | – | holds or rises |" in likelihood
     # a seed read twice is one seed; a family on fewer prompts than the verdict needs is never called lost
     groups = group_runs([load_run(f) for f in [*folders, folders[0]]])
-    assert "| simper | 3 | +0.110 [+0.109, +0.111] |" in gains_table(groups)
+    assert "| simper | 3 | +0.110 [+0.107, +0.113] |" in gains_table(groups)
     monkeypatch.setattr(gains_module, "FAMILY_VERDICT_PROMPTS", 11)
     assert lowercase + " |" in family_table(groups) and "**lost**" not in family_table(groups)
 
