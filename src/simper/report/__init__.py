@@ -58,8 +58,9 @@ LIKELIHOOD_TEXT = (
 FAMILY_TEXT = (
     "Share of each constraint family's checks met on unseen-wording instruction prompts (all seeds), and in "
     "brackets the change from the start with its 95% interval. **gained** / **lost** mark a change beyond "
-    f"noise with all families on at least {FAMILY_VERDICT_PROMPTS} prompts read together (each at 1 − 0.05/m "
-    "for m such families, Bonferroni): at 95% apiece, one family in twenty would look changed by chance."
+    f"noise with all of that objective's families on at least {FAMILY_VERDICT_PROMPTS} prompts that moved read "
+    "together (each at 1 − 0.05/m for m such families, Bonferroni): at 95% apiece, one family in twenty "
+    "would look changed by chance."
 )
 
 
