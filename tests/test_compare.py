@@ -15,7 +15,7 @@ from simper.config import CompareConfig, TrainConfig, load_config
 from simper.report import build_report, load_run, summary_table
 from simper.report import gains as gains_module
 from simper.report.runs import group_runs
-from simper.report.tables import family_table, gains_table
+from simper.report.tables import difference_table, family_table, gains_table
 from simper.resources import EXAMPLE_PAIRS
 
 
@@ -238,6 +238,33 @@ def test_report_pools_gains_over_seeds_and_ranks_only_beyond_noise(tmp_path, mon
     assert "| simper | 3 | +0.110 [+0.107, +0.113] |" in gains_table(groups)
     monkeypatch.setattr(gains_module, "FAMILY_VERDICT_PROMPTS", 11)
     assert lowercase + " |" in family_table(groups) and "**lost**" not in family_table(groups)
+
+
+# seeds × prompts, in hundredths: dpo's reward minus SimPER's. Its 95% interval excludes zero
+# (+0.0004 .. +0.0074); at 1 − 0.05/2 it does not (−0.0003 .. +0.0081).
+CLOSE = [
+    [0, 1, 0, 1, 0, 1, 0, 1, 1, 0, -1, 0],
+    [1, 0, 0, 0, 0, 1, -1, 1, 1, 1, -1, 1],
+    [1, 0, 1, 1, 1, 1, 0, 0, 0, 1, -1, 1],
+]
+
+
+def test_rank_claims_hold_for_all_objectives_set_against_simper_at_once(tmp_path):
+    runs = {"simper": [], "dpo": [], "ipo": []}
+    for seed in (1, 2, 3):
+        simper = [0.6 + 0.01 * ((i + seed) % 3) for i in range(12)]
+        dpo = [r + 0.01 * d for r, d in zip(simper, CLOSE[seed - 1], strict=True)]
+        rewards = {"simper": simper, "dpo": dpo, "ipo": simper}
+        for label, values in rewards.items():
+            folder = _fixture_run(tmp_path / label / f"seed-{seed}", label, seed, 0.6)
+            _generations(folder, values)
+            runs[label].append(load_run(folder))
+    alone = {"simper": runs["simper"], "dpo": runs["dpo"]}
+    assert gains_module.paired_difference(runs["dpo"], runs["simper"]).low > 0
+    assert gains_module.rank_claims(alone) == {"dpo": "dpo higher"}
+    # a second objective read against SimPER: the same difference no longer carries a rank
+    assert gains_module.rank_claims(runs) == {"dpo": "no rank", "ipo": "no rank"}
+    assert "| dpo | 3 | +0.004 [+0.000, +0.007] |" in difference_table(runs)
 
 
 # seeds × prompts: met by the trained model on 7 of 36 — beyond noise with 4 families judged, not with 5

@@ -44,8 +44,10 @@ GAINS_TEXT = (
     "constraint sentences, task templates and arithmetic problem templates training never saw."
 )
 DIFFERENCE_TEXT = (
-    "Each objective's gain minus SimPER's on the same seeds and prompts (paired); a rank is claimed only where "
-    "the interval excludes zero."
+    "Each objective's gain minus SimPER's on the same seeds and prompts (paired), with its 95% interval. A rank "
+    "is claimed only where the difference stays beyond noise with every objective here read against SimPER at "
+    "once: each at 1 − 0.05/m for m of them (Bonferroni), so a claim can be missing where a 95% interval "
+    "excludes zero."
 )
 LIKELIHOOD_TEXT = (
     "Mean log-probability per token of the chosen and the rejected responses, averaged over the first and over "

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from simper.report.gains import WORDINGS, family_changes, label_gain, paired_difference
+from simper.report.gains import WORDINGS, family_changes, label_gain, paired_difference, rank_claims
 from simper.report.runs import RunRecord, lookup
 
 # (key in a run's values, column title, format): mean ± std over seeds
@@ -78,18 +78,14 @@ def gains_table(groups: dict[str, list[RunRecord]]) -> str:
 
 
 def difference_table(groups: dict[str, list[RunRecord]], reference: str = "simper") -> str:
-    """Per label other than ``reference``: its gain minus the reference's, on the seeds both ran."""
+    """Per label other than ``reference``: its gain minus the reference's, on the seeds both ran, with
+    the rank claimed family-wise over the labels (:func:`simper.report.gains.rank_claims`)."""
     if reference not in groups:
         return ""
     rows = []
-    for label, runs in groups.items():
-        if label == reference:
-            continue
-        diffs = {key: paired_difference(runs, groups[reference], key) for key, _ in WORDINGS}
-        if diffs["all"] is None:
-            continue
-        verdict = {"above": f"{label} higher", "below": f"{reference} higher"}.get(diffs["all"].verdict, "no rank")
-        rows.append(_wording_row(label, diffs, verdict))
+    for label, claim in rank_claims(groups, reference).items():
+        diffs = {key: paired_difference(groups[label], groups[reference], key) for key, _ in WORDINGS}
+        rows.append(_wording_row(label, diffs, claim))
     return _wording_table("shared seeds", "claim (all prompts)", rows)
 
 
