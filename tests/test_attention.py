@@ -1,8 +1,9 @@
 """Every attention kernel gives the same log-probs, gradients and greedy text in every batch layout.
 
 The reference is each sequence alone, unpadded, through the model's own forward and full-vocabulary
-logits under sdpa: nothing of ours on its path. Three architecture families whose attention code
-differs (Llama with a tied head, Qwen2 and GPT-NeoX with untied heads) are built in-process.
+logits under sdpa: nothing of ours on its path. Architecture families whose attention code or head
+differs are built in-process: Llama with a tied head, Qwen2 and GPT-NeoX with untied heads, Mistral
+with a sliding window shorter than the sequences, Granite and Cohere, which scale their logits.
 
 ``SIMPER_TEST_DEVICE=cuda`` runs the same tests on a GPU (``benchmarks/gpu_check.py`` does), where
 flex_attention also runs backward and flash_attention_2 joins when it is installed. On CPU,
@@ -18,7 +19,16 @@ import random
 import pytest
 import torch
 from torch.testing import assert_close
-from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    CohereConfig,
+    Gemma2Config,
+    GPTNeoXConfig,
+    GraniteConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+)
 
 from simper import attention
 from simper.data.collate import LAYOUTS, PairCollator
@@ -37,6 +47,11 @@ ARCHITECTURES = {
     "llama-tied": lambda: LlamaConfig(vocab_size=VOCAB, num_key_value_heads=2, tie_word_embeddings=True, **SIZES),
     "qwen2-untied": lambda: Qwen2Config(vocab_size=VOCAB, num_key_value_heads=2, tie_word_embeddings=False, **SIZES),
     "gpt-neox-untied": lambda: GPTNeoXConfig(vocab_size=VOCAB, tie_word_embeddings=False, rotary_pct=0.5, **SIZES),
+    # a window shorter than most sequences: the shared-prompt mask would override it
+    "mistral-window-4": lambda: MistralConfig(vocab_size=VOCAB, num_key_value_heads=2, sliding_window=4, **SIZES),
+    # heads whose model scales the logits in its own forward
+    "granite-logits-scaling-8": lambda: GraniteConfig(vocab_size=VOCAB, logits_scaling=8.0, **SIZES),
+    "cohere-logit-scale": lambda: CohereConfig(vocab_size=VOCAB, logit_scale=0.0625, **SIZES),
 }
 IMPLEMENTATIONS = ["eager", "sdpa", "flex_attention"] + (
     ["flash_attention_2"] if CUDA and importlib.util.find_spec("flash_attn") else []
@@ -135,6 +150,23 @@ def test_a_kernel_without_custom_masks_falls_back_to_separate_rows_and_says_so_o
     assert attention.layout_for(model, "shared-prompt") == "separate"
     assert attention.layout_for(model, "separate") == "separate"
     assert capsys.readouterr().err.count("flash_attention_2 takes no custom attention mask") == 1
+
+
+def test_shared_prompt_only_where_every_layer_sees_its_whole_prefix(capsys, monkeypatch):
+    monkeypatch.setattr(attention, "_told", set())
+    windowed = _model("mistral-window-4", "sdpa")
+    assert attention.layout_for(windowed, "shared-prompt") == "separate"
+    assert attention.layout_for(windowed, "shared-prompt", longest=3) == "shared-prompt"  # never cut off
+    assert "attend to a window" in capsys.readouterr().err
+    # Mistral v0.1's 4096 window never cuts a 1024-token pair; Gemma 2's alternating layers likewise
+    assert attention.windowed_layers(MistralConfig(sliding_window=4096), 1024) == ""
+    assert attention.windowed_layers(MistralConfig(sliding_window=4096), 4096) != ""
+    assert attention.windowed_layers(MistralConfig(sliding_window=None)) == ""
+    assert attention.windowed_layers(Gemma2Config(sliding_window=512), 1024) != ""
+    assert attention.windowed_layers(Gemma2Config(sliding_window=512), 256) == ""
+    assert attention.windowed_layers(Qwen2Config(sliding_window=4, use_sliding_window=False)) == ""
+    hybrid = LlamaConfig(layer_types=["full_attention", "linear_attention"], num_hidden_layers=2)
+    assert "linear_attention" in attention.windowed_layers(hybrid, 16)  # a recurrent layer would mix branches
 
 
 def test_an_unknown_kernel_is_never_handed_a_custom_mask():

@@ -97,11 +97,13 @@ def test_fused_chunked_head_gradcheck_and_equals_the_generic_path():
     weight = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(11, (7,))
     assert torch.autograd.gradcheck(lambda h, w: ChunkedLinearLogps.apply(h, w, targets, 3), (hidden, weight))
+    # a model that scales its logits (Granite, Cohere): the scale goes through backward too
+    assert torch.autograd.gradcheck(lambda h, w: ChunkedLinearLogps.apply(h, w, targets, 3, 0.25), (hidden, weight))
 
     head = torch.nn.Linear(5, 11, bias=False)
     states = torch.randn(7, 5, requires_grad=True)
     fused = ChunkedLinearLogps.apply(states, head.weight, targets, 2)
-    generic = _target_logps(states, targets, head, None)
+    generic = _target_logps(states, targets, head, 1.0, None)
     assert_close(fused, generic)
     upstream = torch.randn(7)
     fused_grads = torch.autograd.grad((fused * upstream).sum(), [states, head.weight])
@@ -119,7 +121,7 @@ def test_fused_chunked_head_under_bf16_autocast_matches_the_generic_path():
     targets = torch.randint(50, (9,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fused = ChunkedLinearLogps.apply(states, head.weight, targets, 4)
-        generic = _target_logps(states, targets, head, None)
+        generic = _target_logps(states, targets, head, 1.0, None)
     assert fused.dtype == torch.float32
     assert_close(fused, generic, atol=2e-2, rtol=2e-2)
     fused_grads = torch.autograd.grad(fused.sum(), [states, head.weight])

@@ -56,3 +56,39 @@ def test_model_card_precision_is_the_autocast_or_else_the_weights_dtype(flags, e
         setattr(config.training, name, value)
     assert _recipe(config)["precision"] == expected
     assert config.training.mixed_precision == (expected if flags else "no")
+
+
+def _saved(config, folder):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return str(folder)
+
+
+SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+
+def test_a_logit_scale_simper_does_not_know_is_refused_at_load(tmp_path, monkeypatch):
+    from transformers import GraniteConfig
+
+    from simper import logprobs
+
+    folder = _saved(GraniteConfig(logits_scaling=8.0, **SIZES), tmp_path / "granite")
+    load_model(folder)  # a scale simper knows: its log-probs match the model's own forward
+    monkeypatch.setattr(logprobs, "logit_scale", lambda config: 1.0)
+    with pytest.raises(UserError, match=r"model type 'granite': its own forward gives log-probs .* nats away"):
+        load_model(folder)
+
+
+def test_dropout_is_off_unless_asked_for(tmp_path):
+    import torch
+    from transformers import GPT2Config
+
+    folder = _saved(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, resid_pdrop=0.3), tmp_path / "gpt2")
+    ids = torch.arange(1, 17)[None]
+    for dropout, same in ((False, True), (True, False)):
+        model = load_model(folder, dropout=dropout).train()  # train mode: where dropout would act
+        first, second = (model(input_ids=ids).logits for _ in range(2))
+        assert torch.equal(first, second) is same

@@ -15,9 +15,16 @@ attention kernel unchanged, and each kernel reads it its own way:
   falls back to separate rows for them (said once), which is correct and what they are fast at.
 
 Any other implementation is not known to honour a custom mask: asking for the shared-prompt layout
-with it is an error that says what to set. A boolean ``(S, 1, T, T)`` mask, as the collator builds
-it, is the one form the rest of simper knows; :func:`kernel_mask` is the one place it is turned into
-what the model's kernel expects, once per model call.
+with it is an error that says what to set.
+
+A 4D mask also replaces the model's own per-layer masks: a sliding-window layer (Mistral v0.1, Qwen2
+with ``use_sliding_window``, Gemma 2/3, Phi-3) or a chunked one would attend to the whole prefix. So
+the shared-prompt layout is used only where every layer attends to its whole prefix up to the longest
+sequence; otherwise the pairs go as separate rows, whose padding masks the model windows itself.
+
+A boolean ``(S, 1, T, T)`` mask, as the collator builds it, is the one form the rest of simper
+knows; :func:`kernel_mask` is the one place it is turned into what the model's kernel expects, once
+per model call.
 """
 
 from __future__ import annotations
@@ -46,26 +53,57 @@ def implementation(model: nn.Module) -> str:
     return getattr(config, "_attn_implementation", None) or "eager"
 
 
-def layout_for(model: nn.Module, layout: str) -> str:
-    """The batch layout to use with ``model``'s attention kernel when ``layout`` is asked for.
+def layout_for(model: nn.Module, layout: str, longest: int | None = None) -> str:
+    """The batch layout to use with ``model``'s attention kernel when ``layout`` is asked for, on
+    sequences (prompt + one response) of at most ``longest`` tokens (``None``: any length).
 
     Raises:
         UserError: shared-prompt asked for with an implementation not known to honour a custom mask.
     """
+    if layout != "shared-prompt":
+        return layout
+    windowed = windowed_layers(getattr(peft_base(model), "config", None), longest)
+    if windowed:
+        _say(windowed, f"{windowed} attend to a window, which a shared-prompt mask would override")
+        return "separate"
     name = implementation(model)
-    if layout != "shared-prompt" or name in MASK_FORMS:
+    if name in MASK_FORMS:
         return layout
     if name in NO_CUSTOM_MASK:
-        if name not in _told:
-            _told.add(name)
-            print(
-                f"simper: {name} takes no custom attention mask, so the pairs go as separate "
-                "[prompt, chosen] and [prompt, rejected] rows (training.layout=separate) instead of shared-prompt",
-                file=sys.stderr,
-                flush=True,
-            )
+        _say(name, f"{name} takes no custom attention mask")
         return "separate"
     raise _unsupported(name)
+
+
+def windowed_layers(config, longest: int | None = None) -> str:
+    """Which of the model's layers see less than their whole prefix within ``longest`` tokens, in
+    words (``""`` when none do): sliding-window or chunked layers, and any layer type other than full
+    attention. A window of at least ``longest`` never cuts anything off and is not counted."""
+    if config is None:
+        return ""
+    window = getattr(config, "sliding_window", None) or getattr(config, "attention_chunk_size", None)
+    covered = bool(window) and longest is not None and longest < window
+    types = getattr(config, "layer_types", None)
+    if types:
+        other = sorted({kind for kind in types if kind != "full_attention"})
+        if other == ["sliding_attention"] and covered:
+            return ""
+        return f"its {'/'.join(other)} layers (window {window})" if other else ""
+    if window and getattr(config, "use_sliding_window", True) is not False and not covered:
+        return f"its layers (window {window})"
+    return ""
+
+
+def _say(key: str, why: str) -> None:
+    """Say once per process why the pairs go as separate rows."""
+    if key not in _told:
+        _told.add(key)
+        print(
+            f"simper: {why}, so the pairs go as separate [prompt, chosen] and [prompt, rejected] rows "
+            "(training.layout=separate) instead of shared-prompt",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def kernel_mask(visible: torch.Tensor, model: nn.Module, dtype: torch.dtype) -> torch.Tensor:

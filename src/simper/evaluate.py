@@ -220,7 +220,8 @@ def score_ids(
     a response that finished ends in its stop token, one cut off at ``max_new_tokens`` does not."""
     values = [(0.0, 0)] * len(responses)
     todo = [i for i, response in enumerate(responses) if response]
-    collate = PairCollator(0, layout_for(model, "shared-prompt"))
+    longest = max((len(prompts[i]) + len(responses[i]) for i in todo), default=0)
+    collate = PairCollator(0, layout_for(model, "shared-prompt", longest))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]  # the rejected slot holds one token, not read
         batch = collate([TokenizedPair(prompts[i], responses[i], responses[i][:1]) for i in chunk])
@@ -274,8 +275,9 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
     training's ``rewards/accuracies`` ranks by that reward instead), the mean margin and mean log-probs."""
     if not pairs:
         return {}
-    tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
-    collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt"))
+    longest = 1024  # prompt + response tokens of a held-out pair, the prompt at most half of them
+    tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=longest, max_prompt_length=longest // 2)
+    collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt", longest))
     chosen, rejected = [], []
     for start in range(0, len(tokenized), batch_size):
         batch = collate(tokenized[start : start + batch_size]).to(next(model.parameters()).device)

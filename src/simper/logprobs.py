@@ -22,27 +22,75 @@ from torch.utils.checkpoint import checkpoint
 from simper import models
 from simper.attention import kernel_mask
 from simper.data.collate import ModelCall, PreferenceBatch
+from simper.errors import UserError
 
 CHUNK_VOCAB = 32_768  # chunk sizes are stated at this vocabulary and scaled down for larger ones
 
 
-def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
-    """The transformer body, the LM head and the final-logit soft-cap (Gemma 2) of an HF causal LM."""
+def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float, float | None]:
+    """The transformer body, the LM head, the logit scale and the final-logit soft-cap (Gemma 2) of
+    an HF causal LM."""
     base = models.peft_base(model)
     decoder = base.get_decoder()
     if decoder is base:  # transformers < 5 gave GPT-NeoX and others no get_decoder of their own
         decoder = base.base_model
     head = base.get_output_embeddings()
     softcap = getattr(base.config, "final_logit_softcapping", None)
-    return decoder, head, softcap
+    return decoder, head, logit_scale(base.config), softcap
 
 
-def _target_logps(hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, softcap: float | None) -> torch.Tensor:
+def logit_scale(config) -> float:
+    """What the model's own forward multiplies the head's output by before the softmax: 1 for most
+    families; Granite divides by ``logits_scaling``, HyperCLOVA X multiplies by it, Cohere multiplies by
+    ``logit_scale``, Falcon-H1 by ``lm_head_multiplier``. :func:`check_head` catches any family this
+    list misses."""
+    kind = getattr(config, "model_type", "") or ""
+    if kind.startswith("granite") and getattr(config, "logits_scaling", None):
+        return 1.0 / config.logits_scaling
+    if kind.startswith("hyperclovax") and getattr(config, "logits_scaling", None):
+        return float(config.logits_scaling)
+    for name in ("logit_scale", "lm_head_multiplier", "output_multiplier"):
+        if getattr(config, name, None):
+            return float(getattr(config, name))
+    return 1.0
+
+
+def _target_logps(
+    hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, scale: float, softcap: float | None
+) -> torch.Tensor:
     """``(N,)`` log-prob of each target token given the ``(N, H)`` hidden states that predict it."""
-    logits = head(hidden).float()
+    logits = head(hidden).float() * scale
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def check_head(model: nn.Module) -> None:
+    """Refuse a model whose own forward turns the head's output into logits in a way this module does
+    not (a scale or cap it does not know): its log-probs of a few tokens through the model's forward
+    and through :func:`token_logps` must agree. Skipped for weights that live partitioned across
+    processes (ZeRO-3), which only the engine can run.
+
+    Raises:
+        UserError: the two disagree by more than rounding.
+    """
+    base = models.peft_base(model)
+    weights = list(base.parameters())
+    if not weights or any(hasattr(w, "ds_id") for w in weights):
+        return
+    device, vocab = weights[0].device, base.get_output_embeddings().weight.shape[0]
+    ids = (torch.arange(8, device=device) * 7919 % vocab)[None]  # spread over the vocabulary
+    own = base(input_ids=ids, use_cache=False).logits.float()[0, :-1].log_softmax(-1)
+    own = own.gather(-1, ids[0, 1:, None]).squeeze(-1)
+    call = ModelCall(ids, None, None, torch.arange(7, device=device), ids[0, 1:], torch.zeros(7, dtype=torch.long))
+    gap = float((token_logps(model, call, chunk_size=0) - own).abs().max())
+    tolerance = 1e-3 if weights[0].dtype == torch.float32 else 0.1
+    if not gap <= tolerance:
+        raise UserError(
+            f"model type {base.config.model_type!r}: its own forward gives log-probs {gap:.3g} nats away from "
+            "simper's for the same tokens (a logit scale or cap simper does not know about); please report it"
+        )
 
 
 class ChunkedLinearLogps(torch.autograd.Function):
@@ -55,11 +103,13 @@ class ChunkedLinearLogps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, scale: float = 1.0
+    ) -> torch.Tensor:
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
         ctx.save_for_backward(hidden, weight, targets)
-        ctx.chunk, ctx.dtype = chunk, dtype
+        ctx.chunk, ctx.dtype, ctx.scale = chunk, dtype, scale
         w = weight.to(dtype)
         accumulate = torch.promote_types(dtype, torch.float32)  # fp32, or fp64 when given fp64
         out = torch.empty(hidden.shape[0], dtype=accumulate, device=hidden.device)
@@ -67,6 +117,8 @@ class ChunkedLinearLogps(torch.autograd.Function):
             end = start + chunk
             with torch.autocast(device, enabled=False):
                 logits = (hidden[start:end].to(dtype) @ w.T).to(accumulate)
+            if scale != 1.0:
+                logits.mul_(scale)
             picked = logits.gather(-1, targets[start:end, None]).squeeze(-1)
             out[start:end] = picked - logits.logsumexp(-1)
             del logits  # before the next chunk's logits exist: one chunk alive at a time
@@ -85,8 +137,10 @@ class ChunkedLinearLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
             h = hidden[start:end].to(dtype)
-            g = grad_out[start:end].to(accumulate)
+            g = grad_out[start:end].to(accumulate) * ctx.scale  # the chain rule through logits = scale · h Wᵀ
             logits = (h @ w.T).to(accumulate)
+            if ctx.scale != 1.0:
+                logits.mul_(ctx.scale)
             probs = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_()  # in place: one (n, V) buffer
             grad_logits = probs.mul_(-g[:, None])
             grad_logits.scatter_add_(-1, targets[start:end, None], g[:, None])  # d log p / d logits = onehot − p
@@ -98,7 +152,7 @@ class ChunkedLinearLogps(torch.autograd.Function):
             elif grad_weight is not None:  # a low-precision matmul, accumulated in fp32
                 grad_weight.add_(grad_logits.T @ h)
             del logits, probs, grad_logits  # one chunk alive at a time
-        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None
 
 
 def _plain_linear(head: nn.Module, softcap: float | None) -> bool:
@@ -125,7 +179,7 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
             so a chunk's logits take the same memory whatever the vocabulary. Each chunk is
             recomputed in backward. ``0`` computes all response positions in one piece.
     """
-    decoder, head, softcap = _decoder_and_head(model)
+    decoder, head, scale, softcap = _decoder_and_head(model)
     mask = call.attention_mask
     if mask is not None and mask.ndim == 4:  # the shared-prompt mask, in the form this kernel reads
         mask = kernel_mask(mask, model, decoder.get_input_embeddings().weight.dtype)
@@ -140,18 +194,18 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
     if chunk_size > 0:
         chunk_size = max(1, chunk_size * CHUNK_VOCAB // max(vocab, CHUNK_VOCAB))
     if _plain_linear(head, softcap):
-        return ChunkedLinearLogps.apply(states, head.weight, call.targets, chunk_size or states.shape[0] or 1)
+        return ChunkedLinearLogps.apply(states, head.weight, call.targets, chunk_size or states.shape[0] or 1, scale)
     if chunk_size <= 0 or states.shape[0] <= chunk_size:
-        return _target_logps(states, call.targets, head, softcap)
+        return _target_logps(states, call.targets, head, scale, softcap)
     pieces = []
     for start in range(0, states.shape[0], chunk_size):
         piece = slice(start, start + chunk_size)
         if torch.is_grad_enabled():
             pieces.append(
-                checkpoint(_target_logps, states[piece], call.targets[piece], head, softcap, use_reentrant=False)
+                checkpoint(_target_logps, states[piece], call.targets[piece], head, scale, softcap, use_reentrant=False)
             )
         else:
-            pieces.append(_target_logps(states[piece], call.targets[piece], head, softcap))
+            pieces.append(_target_logps(states[piece], call.targets[piece], head, scale, softcap))
     return torch.cat(pieces)
 
 

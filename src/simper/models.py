@@ -80,11 +80,16 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
+    dropout: bool = False,
 ) -> PreTrainedModel:
-    """Load any ``AutoModelForCausalLM`` from safetensors weights (pickled weights are refused).
+    """Load any ``AutoModelForCausalLM`` from safetensors weights (pickled weights are refused), its
+    dropout off unless ``dropout``, and check that simper's log-probs match its own forward's
+    (:func:`simper.logprobs.check_head`).
 
     ``load_in_4bit`` loads the weights as 4-bit NF4 through bitsandbytes, for QLoRA (CUDA only).
     """
+    from simper.logprobs import check_head
+
     path = resolve(name_or_path)
     kwargs = {"dtype": torch_dtype if torch_dtype == "auto" else getattr(torch, torch_dtype)}
     if load_in_4bit:
@@ -92,11 +97,31 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"model {name_or_path!r}: cannot load it: {first_line(err)}{_hub_hint(path)}") from None
+    if not dropout:
+        disable_dropout(model)
+    try:
+        check_head(model)
+    except UserError as err:
+        raise UserError(f"model {name_or_path!r}: {err}") from None
+    return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Every dropout of ``model`` to zero: ``nn.Dropout`` modules, and the float dropout rates that
+    attention modules hand to their kernel (``attention_dropout``, ``dropout``). In train mode dropout
+    makes each pass's log-probs noisy, so the policy differs from the reference already at step 0;
+    TRL turns it off for preference training too. LoRA adds its own dropout after this."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def peft_base(model: nn.Module) -> nn.Module:

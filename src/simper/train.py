@@ -104,7 +104,7 @@ def setup(config: TrainConfig) -> Run:
         log(accelerator, f"data: {line}")
 
     objective = get_objective(config.objective.name)
-    load = dict(torch_dtype=m.torch_dtype, attn_implementation=m.attn_implementation, **model_kwargs)
+    load = dict(torch_dtype=m.torch_dtype, attn_implementation=m.attn_implementation, dropout=m.dropout, **model_kwargs)
     model = _load_policy_model(config, load)
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     attention.check_trainable(model, accelerator.device)
@@ -114,7 +114,9 @@ def setup(config: TrainConfig) -> Run:
         wrapped = SequenceLogpsModel(reference_model, t.logits_chunk_size)
         reference = FrozenReference(accelerator.prepare_model(wrapped, evaluation_mode=True))
 
-    collate = PairCollator(tokenizer.pad_token_id, attention.layout_for(model, t.layout), t.padding_free)
+    collate = PairCollator(
+        tokenizer.pad_token_id, attention.layout_for(model, t.layout, config.data.max_length), t.padding_free
+    )
     sampler = EpochSampler(len(data.train), t.seed)
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     policy = SequenceLogpsModel(model, t.logits_chunk_size)

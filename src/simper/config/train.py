@@ -34,6 +34,11 @@ class ModelConfig:
     revision: str | None = option(None, "hub branch, tag or commit of the model")
     chat_template: str | None = option(None, "Jinja chat template to use when the tokenizer has none")
     gradient_checkpointing: bool = option(False, "recompute activations in backward: less memory, about 30% slower")
+    dropout: bool = option(
+        False,
+        "keep the model's dropout while training (off by default, as in TRL: it makes every pass's "
+        "log-probs noisy, so the policy differs from its reference at step 0)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("model.torch_dtype", self.torch_dtype, DTYPES)
