@@ -23,11 +23,14 @@ from transformers import (
     AutoModelForCausalLM,
     CohereConfig,
     Gemma2Config,
+    Gemma3Config,
+    GPTNeoConfig,
     GPTNeoXConfig,
     GraniteConfig,
     LlamaConfig,
     MistralConfig,
     Qwen2Config,
+    RwkvConfig,
 )
 
 from simper import attention
@@ -167,6 +170,11 @@ def test_shared_prompt_only_where_every_layer_sees_its_whole_prefix(capsys, monk
     assert attention.windowed_layers(Qwen2Config(sliding_window=4, use_sliding_window=False)) == ""
     hybrid = LlamaConfig(layer_types=["full_attention", "linear_attention"], num_hidden_layers=2)
     assert "linear_attention" in attention.windowed_layers(hybrid, 16)  # a recurrent layer would mix branches
+    assert "recurrent" in attention.windowed_layers(RwkvConfig(), 16)
+    assert "local" in attention.windowed_layers(GPTNeoConfig(window_size=256), 16)  # windowed by row index
+    # Mistral windows whatever use_sliding_window says; Gemma 3 checkpoints keep their window in text_config
+    assert attention.windowed_layers(MistralConfig(sliding_window=8, use_sliding_window=False), 16) != ""
+    assert "sliding_attention" in attention.windowed_layers(Gemma3Config(), 4096)
 
 
 def test_an_unknown_kernel_is_never_handed_a_custom_mask():

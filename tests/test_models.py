@@ -80,13 +80,37 @@ def test_a_logit_scale_simper_does_not_know_is_refused_at_load(tmp_path, monkeyp
     monkeypatch.setattr(logprobs, "logit_scale", lambda config: 1.0)
     with pytest.raises(UserError, match=r"model type 'granite': its own forward gives log-probs .* nats away"):
         load_model(folder)
+    load_model(folder, attn_implementation="flex_attention")  # not checked on CPU: flex is for the GPU
 
 
-def test_dropout_is_off_unless_asked_for(tmp_path):
+def test_a_bf16_soft_cap_rounded_by_the_model_itself_is_not_refused(tmp_path):
     import torch
+    from transformers import Gemma2Config
+
+    sizes = {**SIZES, "head_dim": 8, "num_key_value_heads": 2, "final_logit_softcapping": 30.0}
+    torch.manual_seed(0)
+    # logits near the cap: the model's own bf16 soft-cap rounds its log-probs 0.11 nats off simper's fp32
+    folder = _saved(Gemma2Config(**sizes, initializer_range=2.0), tmp_path / "gemma2")
+    load_model(folder, torch_dtype="bfloat16")
+
+
+def _gpt2():
     from transformers import GPT2Config
 
-    folder = _saved(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, resid_pdrop=0.3), tmp_path / "gpt2")
+    return GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, resid_pdrop=0.3)  # nn.Dropout modules
+
+
+def _starcoder2():
+    from transformers import Starcoder2Config
+
+    return Starcoder2Config(residual_dropout=0.3, embedding_dropout=0.3, **SIZES)  # rates read by F.dropout
+
+
+@pytest.mark.parametrize("config", [_gpt2, _starcoder2])
+def test_dropout_is_off_unless_asked_for(tmp_path, config):
+    import torch
+
+    folder = _saved(config(), tmp_path / "model")
     ids = torch.arange(1, 17)[None]
     for dropout, same in ((False, True), (True, False)):
         model = load_model(folder, dropout=dropout).train()  # train mode: where dropout would act

@@ -75,12 +75,26 @@ def layout_for(model: nn.Module, layout: str, longest: int | None = None) -> str
     raise _unsupported(name)
 
 
+RECURRENT = ("rwkv", "mamba", "mamba2", "falcon_mamba", "xlstm", "recurrent_gemma", "jamba", "zamba", "zamba2",
+             "bamba", "falcon_h1", "nemotron_h", "lfm2", "granitemoehybrid", "qwen3_next")  # fmt: skip
+"""Model types with recurrent layers, which read a row in order whatever the mask (transformers 5 also
+lists most of them in ``layer_types``; older releases do not)."""
+
+
 def windowed_layers(config, longest: int | None = None) -> str:
     """Which of the model's layers see less than their whole prefix within ``longest`` tokens, in
-    words (``""`` when none do): sliding-window or chunked layers, and any layer type other than full
-    attention. A window of at least ``longest`` never cuts anything off and is not counted."""
+    words (``""`` when none do): sliding-window, local or chunked layers, recurrent layers, and any
+    layer type other than full attention. Read from the text model's config (Gemma 3 and other
+    multimodal checkpoints keep theirs in ``text_config``). A sliding window longer than ``longest``
+    never cuts anything off and is not counted; a local window applied by row index (GPT-Neo) is."""
     if config is None:
         return ""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kind = getattr(config, "model_type", "") or ""
+    if kind in RECURRENT:
+        return f"its recurrent layers ({kind})"
+    if "local" in (getattr(config, "attention_layers", None) or ()):  # GPT-Neo: windowed by row index
+        return f"its local layers (window {getattr(config, 'window_size', None)})"
     window = getattr(config, "sliding_window", None) or getattr(config, "attention_chunk_size", None)
     covered = bool(window) and longest is not None and longest < window
     types = getattr(config, "layer_types", None)
@@ -89,7 +103,7 @@ def windowed_layers(config, longest: int | None = None) -> str:
         if other == ["sliding_attention"] and covered:
             return ""
         return f"its {'/'.join(other)} layers (window {window})" if other else ""
-    if window and getattr(config, "use_sliding_window", True) is not False and not covered:
+    if window and not covered:  # families without layer_types window whatever use_sliding_window says
         return f"its layers (window {window})"
     return ""
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from simper import models
-from simper.attention import kernel_mask
+from simper.attention import implementation, kernel_mask
 from simper.data.collate import ModelCall, PreferenceBatch
 from simper.errors import UserError
 
@@ -39,19 +39,26 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float, fl
     return decoder, head, logit_scale(base.config), softcap
 
 
+LOGIT_SCALES = {
+    "granite": ("logits_scaling", False),
+    "hyperclovax": ("logits_scaling", True),
+    "cohere": ("logit_scale", True),
+    "aya": ("logit_scale", True),
+    "falcon_h1": ("lm_head_multiplier", True),
+}
+"""Model types (by prefix) whose own forward scales the head's output: the config attribute, and
+whether it multiplies (else divides). The attribute names alone mean other things elsewhere (MPT's
+``logit_scale`` is never applied), so the model type decides."""
+
+
 def logit_scale(config) -> float:
     """What the model's own forward multiplies the head's output by before the softmax: 1 for most
-    families; Granite divides by ``logits_scaling``, HyperCLOVA X multiplies by it, Cohere multiplies by
-    ``logit_scale``, Falcon-H1 by ``lm_head_multiplier``. :func:`check_head` catches any family this
-    list misses."""
+    families. :func:`check_head` catches any family :data:`LOGIT_SCALES` misses."""
     kind = getattr(config, "model_type", "") or ""
-    if kind.startswith("granite") and getattr(config, "logits_scaling", None):
-        return 1.0 / config.logits_scaling
-    if kind.startswith("hyperclovax") and getattr(config, "logits_scaling", None):
-        return float(config.logits_scaling)
-    for name in ("logit_scale", "lm_head_multiplier", "output_multiplier"):
-        if getattr(config, name, None):
-            return float(getattr(config, name))
+    for prefix, (name, multiplies) in LOGIT_SCALES.items():
+        value = getattr(config, name, None)
+        if kind.startswith(prefix) and value:
+            return float(value) if multiplies else 1.0 / float(value)
     return 1.0
 
 
@@ -67,25 +74,35 @@ def _target_logps(
 
 @torch.no_grad()
 def check_head(model: nn.Module) -> None:
-    """Refuse a model whose own forward turns the head's output into logits in a way this module does
-    not (a scale or cap it does not know): its log-probs of a few tokens through the model's forward
-    and through :func:`token_logps` must agree. Skipped for weights that live partitioned across
-    processes (ZeRO-3), which only the engine can run.
+    """Refuse a model whose own forward turns its hidden states into logits in a way this module does
+    not (a scale or cap it does not know): on a few tokens, the log-probs of the model's forward and
+    those of :func:`_target_logps` on the hidden states its decoder produced in that forward must
+    agree to rounding (fp32: 1e-3 nats; lower precision: 2⁻⁶ of the largest logit, the model's own
+    rounding of a soft-cap or scale in bf16). Skipped where the forward cannot run here: weights
+    partitioned across processes (ZeRO-3) or not yet materialized, and kernels other than eager and
+    sdpa (flex and flash are meant for the GPU the model has not reached yet).
 
     Raises:
         UserError: the two disagree by more than rounding.
     """
     base = models.peft_base(model)
     weights = list(base.parameters())
-    if not weights or any(hasattr(w, "ds_id") for w in weights):
+    if not weights or any(hasattr(w, "ds_id") or w.is_meta for w in weights):
         return
-    device, vocab = weights[0].device, base.get_output_embeddings().weight.shape[0]
-    ids = (torch.arange(8, device=device) * 7919 % vocab)[None]  # spread over the vocabulary
-    own = base(input_ids=ids, use_cache=False).logits.float()[0, :-1].log_softmax(-1)
-    own = own.gather(-1, ids[0, 1:, None]).squeeze(-1)
-    call = ModelCall(ids, None, None, torch.arange(7, device=device), ids[0, 1:], torch.zeros(7, dtype=torch.long))
-    gap = float((token_logps(model, call, chunk_size=0) - own).abs().max())
-    tolerance = 1e-3 if weights[0].dtype == torch.float32 else 0.1
+    if implementation(model) not in ("eager", "sdpa"):
+        return
+    decoder, head, scale, softcap = _decoder_and_head(model)
+    ids = (torch.arange(8, device=weights[0].device) * 7919 % head.weight.shape[0])[None]  # spread out
+    states = []
+    hook = decoder.register_forward_hook(lambda module, args, output: states.append(output[0]))
+    try:
+        logits = base(input_ids=ids, use_cache=False).logits.float()[0, :-1]
+    finally:
+        hook.remove()
+    own = logits.log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+    gap = float((_target_logps(states[0][0, :-1], ids[0, 1:], head, scale, softcap) - own).abs().max())
+    exact = head.weight.dtype == torch.float32
+    tolerance = 1e-3 if exact else max(1e-3, 2**-6 * float(logits.abs().max()))
     if not gap <= tolerance:
         raise UserError(
             f"model type {base.config.model_type!r}: its own forward gives log-probs {gap:.3g} nats away from "

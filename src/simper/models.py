@@ -112,15 +112,16 @@ def load_model(
 
 
 def disable_dropout(model: nn.Module) -> None:
-    """Every dropout of ``model`` to zero: ``nn.Dropout`` modules, and the float dropout rates that
-    attention modules hand to their kernel (``attention_dropout``, ``dropout``). In train mode dropout
-    makes each pass's log-probs noisy, so the policy differs from the reference already at step 0;
-    TRL turns it off for preference training too. LoRA adds its own dropout after this."""
+    """Every dropout of ``model`` to zero: ``nn.Dropout`` modules, and the float rates that modules hand
+    to a kernel or to ``F.dropout`` themselves (attributes named ``*dropout`` or ``*_pdrop``:
+    ``attention_dropout``, Starcoder2's ``residual_dropout``, Bloom's ``hidden_dropout``, …). In train
+    mode dropout makes each pass's log-probs noisy, so the policy differs from the reference already
+    at step 0; TRL turns it off for preference training too. LoRA adds its own dropout after this."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-        for name in ("attention_dropout", "dropout"):
-            if isinstance(getattr(module, name, None), float):
+        for name, value in list(vars(module).items()):
+            if type(value) is float and name.endswith(("dropout", "_pdrop")):
                 setattr(module, name, 0.0)
 
 
