@@ -35,6 +35,10 @@ def save_checkpoint(run: Run) -> Path:
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
+    # every process has written its share (rank r's random_states_r.pkl) before the folder moves: a
+    # late rank would otherwise re-create the staging folder and write its state there, not into the
+    # checkpoint (seen under load: step-…/random_states_1.pkl missing, the run's exit code still 0)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {
             "step": run.step,
