@@ -116,3 +116,12 @@ def test_dropout_is_off_unless_asked_for(tmp_path, config):
         model = load_model(folder, dropout=dropout).train()  # train mode: where dropout would act
         first, second = (model(input_ids=ids).logits for _ in range(2))
         assert torch.equal(first, second) is same
+
+
+def test_a_multimodal_checkpoint_scales_its_logits_as_its_text_model():
+    from transformers import AyaVisionConfig, MptConfig
+
+    from simper.logprobs import logit_scale
+
+    assert logit_scale(AyaVisionConfig()) == AyaVisionConfig().text_config.logit_scale  # Cohere 2 inside
+    assert logit_scale(MptConfig(logit_scale=3.0)) == 1.0  # MPT's forward never applies its logit_scale

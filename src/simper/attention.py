@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from simper.errors import UserError
-from simper.models import peft_base
+from simper.models import peft_base, text_config
 
 MASK_FORMS = {"eager": "additive", "sdpa": "boolean", "flex_attention": "block"}
 """How each implementation takes a custom 4D mask; the ones not listed are not known to take one."""
@@ -89,7 +89,7 @@ def windowed_layers(config, longest: int | None = None) -> str:
     never cuts anything off and is not counted; a local window applied by row index (GPT-Neo) is."""
     if config is None:
         return ""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    config = text_config(config)
     kind = getattr(config, "model_type", "") or ""
     if kind in RECURRENT:
         return f"its recurrent layers ({kind})"
@@ -99,7 +99,7 @@ def windowed_layers(config, longest: int | None = None) -> str:
     covered = bool(window) and longest is not None and longest < window
     types = getattr(config, "layer_types", None)
     if types:
-        other = sorted({kind for kind in types if kind != "full_attention"})
+        other = sorted({layer for layer in types if layer != "full_attention"})
         if other == ["sliding_attention"] and covered:
             return ""
         return f"its {'/'.join(other)} layers (window {window})" if other else ""

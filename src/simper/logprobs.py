@@ -43,17 +43,18 @@ LOGIT_SCALES = {
     "granite": ("logits_scaling", False),
     "hyperclovax": ("logits_scaling", True),
     "cohere": ("logit_scale", True),
-    "aya": ("logit_scale", True),
     "falcon_h1": ("lm_head_multiplier", True),
 }
 """Model types (by prefix) whose own forward scales the head's output: the config attribute, and
-whether it multiplies (else divides). The attribute names alone mean other things elsewhere (MPT's
-``logit_scale`` is never applied), so the model type decides."""
+whether it multiplies (else divides), read from the text model's config (Aya Vision's is Cohere 2's).
+The attribute names alone mean other things elsewhere (MPT's ``logit_scale`` is never applied), so
+the model type decides."""
 
 
 def logit_scale(config) -> float:
     """What the model's own forward multiplies the head's output by before the softmax: 1 for most
     families. :func:`check_head` catches any family :data:`LOGIT_SCALES` misses."""
+    config = models.text_config(config)
     kind = getattr(config, "model_type", "") or ""
     for prefix, (name, multiplies) in LOGIT_SCALES.items():
         value = getattr(config, name, None)

@@ -125,6 +125,12 @@ def disable_dropout(model: nn.Module) -> None:
                 setattr(module, name, 0.0)
 
 
+def text_config(config):
+    """The text model's config: multimodal checkpoints (Gemma 3, Aya Vision, …) keep it in
+    ``text_config``; for a plain causal LM it is the config itself."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def peft_base(model: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (the model itself when there is none)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
