@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from simper.cli import main
 from simper.config import IterateConfig
 from simper.iterate import round_training
@@ -76,7 +78,10 @@ def test_a_failed_step_names_its_log(tiny_model_dir, tmp_path, capsys):
 def test_a_round_trains_for_epochs_over_its_own_pairs_unless_max_steps_is_overridden(tmp_path):
     """The main job's 24 steps of 2 pairs went over a round's 12 kept pairs four times: a round's
     length comes from its pairs (epochs_per_round), the recipe's max_steps is not carried over."""
-    recipe = str(ROOT / "configs" / "recipes" / "smollm2-cpu.yaml")  # max_steps: 24
+    settings = yaml.safe_load((ROOT / "configs" / "recipes" / "smollm2-cpu.yaml").read_text())
+    settings["training"]["max_steps"] = 24  # the main job until 2026-12-03
+    recipe = str(tmp_path / "recipe.yaml")
+    Path(recipe).write_text(yaml.safe_dump(settings))
     pairs, model_dir = tmp_path / "pairs.jsonl", tmp_path / "model"
     training = round_training(IterateConfig(recipe=recipe, epochs_per_round=2), "start", pairs, model_dir)
     assert (training.training.max_steps, training.training.num_train_epochs) == (-1, 2.0)
