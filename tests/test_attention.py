@@ -3,7 +3,8 @@
 The reference is each sequence alone, unpadded, through the model's own forward and full-vocabulary
 logits under sdpa: nothing of ours on its path. Architecture families whose attention code or head
 differs are built in-process: Llama with a tied head, Qwen2 and GPT-NeoX with untied heads, Mistral
-with a sliding window shorter than the sequences, Granite and Cohere, which scale their logits.
+with a sliding window shorter than the sequences, Granite and Cohere, which scale their logits, and
+Llama 4 text (experts, chunked attention, a body that ``get_decoder()`` does not return).
 
 ``SIMPER_TEST_DEVICE=cuda`` runs the same tests on a GPU (``benchmarks/gpu_check.py`` does), where
 flex_attention also runs backward and flash_attention_2 joins when it is installed. On CPU,
@@ -27,6 +28,7 @@ from transformers import (
     GPTNeoConfig,
     GPTNeoXConfig,
     GraniteConfig,
+    Llama4TextConfig,
     LlamaConfig,
     MistralConfig,
     Qwen2Config,
@@ -55,6 +57,16 @@ ARCHITECTURES = {
     # heads whose model scales the logits in its own forward
     "granite-logits-scaling-8": lambda: GraniteConfig(vocab_size=VOCAB, logits_scaling=8.0, **SIZES),
     "cohere-logit-scale": lambda: CohereConfig(vocab_size=VOCAB, logit_scale=0.0625, **SIZES),
+    # mixture of experts, attention in chunks of 4 tokens, and a body its get_decoder() does not return
+    "llama4-text-chunk-4": lambda: Llama4TextConfig(
+        vocab_size=VOCAB,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size_mlp=128,
+        num_local_experts=2,
+        attention_chunk_size=4,
+        **SIZES,
+    ),
 }
 IMPLEMENTATIONS = ["eager", "sdpa", "flex_attention"] + (
     ["flash_attention_2"] if CUDA and importlib.util.find_spec("flash_attn") else []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
 
 from simper import models
 from simper.attention import implementation, kernel_mask
@@ -31,10 +32,15 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float, fl
     """The transformer body, the LM head, the logit scale and the final-logit soft-cap (Gemma 2) of
     an HF causal LM."""
     base = models.peft_base(model)
+    head = base.get_output_embeddings()
     decoder = base.get_decoder()
     if decoder is base:  # transformers < 5 gave GPT-NeoX and others no get_decoder of their own
         decoder = base.base_model
-    head = base.get_output_embeddings()
+    if decoder is base:  # Llama 4's text model keeps its body in `model`, its prefix says `language_model`
+        bodies = [m for m in base.children() if m is not head and isinstance(m, PreTrainedModel)]
+        if len(bodies) != 1:
+            raise UserError(f"model: cannot tell the transformer body of {type(base).__name__} from its head")
+        decoder = bodies[0]
     softcap = getattr(base.config, "final_logit_softcapping", None)
     return decoder, head, logit_scale(base.config), softcap
 
