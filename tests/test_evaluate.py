@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from simper.cli import main
-from simper.evaluate import answer_metrics, compare_rewards, density, task_metrics
+from simper.evaluate import _cache_key, answer_metrics, compare_rewards, density, task_metrics
 from simper.resources import EXAMPLE_PAIRS
 
 
@@ -38,6 +39,7 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert len(rows) == 6 and all("reward" in r and "log_ppl" in r for r in rows)
     assert all(r["baseline_reward"] == r["reward"] for r in rows)
     assert result["reward_gain"] == 0.0 and result["reward_gain_ci95"] == [0.0, 0.0]
+    assert abs(result["kl_to_baseline"]) < 1e-4  # its own answers, scored by itself
     assert sorted(result["by_phrasing"]) == ["seen", "unseen"]  # half each, reported apart
     assert [result["by_phrasing"][g]["prompts"] for g in ("seen", "unseen")] == [3, 3]
     assert all(result["by_phrasing"][g]["reward_gain"] == 0.0 for g in ("seen", "unseen"))
@@ -51,6 +53,30 @@ def test_eval_against_itself_ties_everywhere_and_caches_the_baseline(tiny_model_
     assert main(args) == 0
     assert "cached evaluation" not in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["baseline"]["pairs"] == 1
+
+
+def test_the_baseline_cache_key_follows_what_loading_reads_and_nothing_else(tiny_model_dir, tmp_path):
+    """The stop tokens, the chat template and a reward model's files change what a baseline answers
+    and scores: an edit to any of them must miss the cache; a run's own outputs beside them must not."""
+    model, reward = tmp_path / "model", tmp_path / "reward"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(tiny_model_dir, reward)
+    settings = {"num_prompts": 6, "reward": str(reward)}
+    key = _cache_key(str(model), settings)
+    (model / "eval.json").write_text("{}")
+    (model / "metrics.jsonl").write_text("{}\n")
+    assert _cache_key(str(model), settings) == key
+    keys = {key}
+    generation = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": [2, 202]}))
+    keys.add(_cache_key(str(model), settings))
+    (model / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    keys.add(_cache_key(str(model), settings))
+    config = json.loads((reward / "config.json").read_text())
+    (reward / "config.json").write_text(json.dumps({**config, "num_labels": 1}))
+    keys.add(_cache_key(str(model), settings))
+    assert len(keys) == 4
+    assert _cache_key(str(model), {**settings, "reward": "builtin"}) not in keys
 
 
 def test_task_metrics_by_hand():

@@ -331,16 +331,44 @@ CACHE_VERSION = 7  # bump when evaluation changes its results (2: decoding loop;
 # 5: phrasings; 6: preference_accuracy renamed chosen_likelier; 7: by_phrasing also for one wording)
 
 
+MODEL_FILES = (
+    "config.json", "generation_config.json", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json",
+    "merges.txt", "tokenizer.model", "*.index.json", "*.tiktoken",
+)  # fmt: skip
+"""What loading a model folder reads besides its weights: the config, the generation config (its stop
+tokens), the tokenizer and the chat template. A run's own outputs beside them (``eval.json``,
+``metrics.jsonl``) are not read and do not count."""
+
+
+def _fingerprint(path: Path | None) -> list:
+    """A model folder as loading it sees it: each weight file's name, size and modification time (ns),
+    and the contents of the other files it reads (:data:`MODEL_FILES`)."""
+    if path is None or not path.is_dir():
+        return []
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    read = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern)})
+    return [str(path.resolve()), stamp, [(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in read]]
+
+
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
-    """The model's weights (name, size, time), the settings, and the contents of the prompt and pair
-    files the evaluation reads: editing the held-out pairs must not return stale results."""
-    path = Path(models.resolve(model_name))
-    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    stamp = [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]
+    """The model folder as loading reads it (weights stamped, the config, generation config, tokenizer
+    and chat template by content), a reward-model folder the same way, the settings, and the contents
+    of the prompt and pair files the evaluation reads: editing the held-out pairs, the stop tokens or
+    the chat template must not return stale results."""
     inputs = [settings.get("prompts"), *(settings.get("pairs") or [str(HELDOUT_PAIRS)])]
     contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in inputs if f and Path(f).is_file()]
+    reward = Path(settings.get("reward") or "")  # a reward-model folder; builtin or module:function is its name
     raw = json.dumps(
-        [CACHE_VERSION, str(path.resolve()) if path.exists() else model_name, stamp, settings, contents],
+        [
+            CACHE_VERSION,
+            model_name,
+            _fingerprint(Path(models.resolve(model_name))),
+            settings,
+            contents,
+            _fingerprint(reward if (reward / "config.json").is_file() else None),
+        ],
         sort_keys=True,
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
