@@ -60,7 +60,7 @@ def test_a_spread_that_cannot_be_measured_gives_no_interval():
 
 @pytest.mark.parametrize("seed_sd", [0.0, 0.05, 0.1])
 def test_three_seeds_cover_the_true_gain_95_percent_of_the_time(seed_sd):
-    # gain = mu + seed effect + prompt effect + seed-by-prompt noise: the sizes of the main job's 3 seeds
+    # gain = mu + seed effect + prompt effect + seed-by-prompt noise: the sizes of the 24-step main job's 3 seeds
     # (seeds disagree by ~0.03, per-prompt gains spread ~0.35 over 256 prompts) and beyond. The bootstrap
     # that redrew the three seeds fails the bounds: it covered 0.98 / 0.88 / 0.79 of 600 such trials.
     rng = np.random.default_rng(1)

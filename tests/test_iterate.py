@@ -76,7 +76,7 @@ def test_a_failed_step_names_its_log(tiny_model_dir, tmp_path, capsys):
 
 
 def test_a_round_trains_for_epochs_over_its_own_pairs_unless_max_steps_is_overridden(tmp_path):
-    """The main job's 24 steps of 2 pairs went over a round's 12 kept pairs four times: a round's
+    """The 24-step main job (until 2026-12-03) went over a round's 12 kept pairs four times: a round's
     length comes from its pairs (epochs_per_round), the recipe's max_steps is not carried over."""
     settings = yaml.safe_load((ROOT / "configs" / "recipes" / "smollm2-cpu.yaml").read_text())
     settings["training"]["max_steps"] = 24  # the main job until 2026-12-03

@@ -87,9 +87,9 @@ def iterate(config: IterateConfig) -> Path:
 
 def round_training(config: IterateConfig, policy: str, pairs: Path, model_dir: Path) -> TrainConfig:
     """The recipe as one round trains it: from ``policy``, on the round's pairs only, for
-    ``epochs_per_round`` passes over the pairs the recipe keeps. The recipe's ``max_steps`` was sized
-    to its own data (the main job's 24 steps of 2 pairs went over a round's 12 kept pairs four times,
-    11 nats of KL); a ``training.max_steps`` in the overrides is the user's choice and wins."""
+    ``epochs_per_round`` passes over the pairs the recipe keeps. The recipe's step count was sized to
+    its own data (the 24-step main job, until 2026-12-03, went over a round's 12 kept pairs four
+    times, 11 nats of KL); a ``training.max_steps`` in the overrides is the user's choice and wins."""
     epochs = [f"training.num_train_epochs={config.epochs_per_round}", "training.max_steps=-1"]
     paths = [f"model.name_or_path={policy}", f"data.train={pairs}", f"training.output_dir={model_dir}"]
     return load_config(config.recipe, [*epochs, *config.overrides, *paths])
