@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from simper.cli import main
-from simper.evaluate import _cache_key, answer_metrics, compare_rewards, density, task_metrics
+from simper.evaluate import _cache_key, answer_metrics, compare_rewards, density, spread, task_metrics
 from simper.resources import EXAMPLE_PAIRS
 
 
@@ -77,6 +77,13 @@ def test_the_baseline_cache_key_follows_what_loading_reads_and_nothing_else(tiny
     keys.add(_cache_key(str(model), settings))
     assert len(keys) == 4
     assert _cache_key(str(model), {**settings, "reward": "builtin"}) not in keys
+
+
+def test_diversity_prompts_come_from_both_wordings_when_both_are_asked():
+    both = [{"phrasing": "seen"}] * 6 + [{"phrasing": "unseen"}] * 6  # builtin_prompts: seen half first
+    assert spread(both, 4) == [0, 1, 6, 7]
+    assert spread([{"phrasing": "unseen"}] * 6, 4) == [0, 1, 2, 3] == spread([{}] * 6, 4)
+    assert spread(both, 0) == [] and spread(both[:2], 16) == [0, 1]
 
 
 def test_task_metrics_by_hand():

@@ -14,6 +14,7 @@ baseline's results are cached under the simper cache, keyed by its weights and t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -103,11 +104,8 @@ def evaluate_model(
     messages = [as_messages(task["prompt"]) for task in tasks]
     result = generator(tokenizer, messages, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     sampling = dict(num_samples=DIVERSITY_SAMPLES, temperature=0.8, top_p=0.95, batch_size=batch_size, seed=seed)
-    samples = (
-        generator(tokenizer, messages[:diversity_prompts], max_new_tokens=max_new_tokens, **sampling).texts
-        if diversity_prompts > 0
-        else []
-    )
+    diverse = [messages[i] for i in spread(tasks, diversity_prompts)]  # both wordings when both are asked
+    samples = generator(tokenizer, diverse, max_new_tokens=max_new_tokens, **sampling).texts if diverse else []
     if isinstance(generator, TransformersGenerator):
         model = generator.model.eval()
     else:  # the vLLM engine leaves the GPU before the transformers model scores the responses
@@ -152,6 +150,17 @@ def attach_log_ppl(generations: list[dict[str, Any]], result, model, tokenizer, 
 
 
 DIVERSITY_SAMPLES = 4
+
+
+def spread(tasks: list[dict[str, Any]], count: int) -> list[int]:
+    """Indices of ``count`` tasks for the diversity samples, taken in turn from each wording
+    (``phrasing``) in list order: with both wordings asked for, half come from each (the first
+    ``count`` would all be seen wording); with one, or prompts without a wording, the first ``count``."""
+    groups: dict[Any, list[int]] = {}
+    for index, task in enumerate(tasks):
+        groups.setdefault(task.get("phrasing"), []).append(index)
+    order = [index for turn in itertools.zip_longest(*groups.values()) for index in turn if index is not None]
+    return sorted(order[:count])
 
 
 def answer_row(task: dict[str, Any], text: str, ids: list[int], ended: bool, reward_name: str, reward_fn) -> dict:
@@ -327,8 +336,9 @@ def compare_rewards(
     }
 
 
-CACHE_VERSION = 7  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS;
-# 5: phrasings; 6: preference_accuracy renamed chosen_likelier; 7: by_phrasing also for one wording)
+CACHE_VERSION = 8  # bump when evaluation changes its results (2: decoding loop; 3: ids scored; 4: BOS;
+# 5: phrasings; 6: preference_accuracy renamed chosen_likelier; 7: by_phrasing also for one wording;
+# 8: diversity prompts from both wordings)
 
 
 MODEL_FILES = (
