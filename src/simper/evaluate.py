@@ -8,7 +8,8 @@
 - the perplexity density of the model's own responses (the paper's figure), as data and a PNG.
 
 Writes ``eval.json``, ``generations.jsonl`` and ``ppl_density.png`` into the output folder. A
-baseline's results are cached under the simper cache, keyed by its weights and the settings.
+baseline's results are cached under the simper cache, keyed by what loading its folder reads, the
+settings and the files the evaluation reads (:func:`_cache_key`).
 """
 
 from __future__ import annotations
@@ -351,10 +352,10 @@ tokens), the tokenizer and the chat template. A run's own outputs beside them (`
 ``metrics.jsonl``) are not read and do not count."""
 
 
-def _fingerprint(path: Path | None) -> list:
+def _fingerprint(path: Path) -> list:
     """A model folder as loading it sees it: each weight file's name, size and modification time (ns),
-    and the contents of the other files it reads (:data:`MODEL_FILES`)."""
-    if path is None or not path.is_dir():
+    and the contents of the other files it reads (:data:`MODEL_FILES`); nothing for a hub id or a name."""
+    if not path.is_dir():
         return []
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
@@ -369,7 +370,7 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
     the chat template must not return stale results."""
     inputs = [settings.get("prompts"), *(settings.get("pairs") or [str(HELDOUT_PAIRS)])]
     contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in inputs if f and Path(f).is_file()]
-    reward = Path(settings.get("reward") or "")  # a reward-model folder; builtin or module:function is its name
+    reward = settings.get("reward")  # a reward-model folder, or builtin / module:function: a name
     raw = json.dumps(
         [
             CACHE_VERSION,
@@ -377,7 +378,7 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
             _fingerprint(Path(models.resolve(model_name))),
             settings,
             contents,
-            _fingerprint(reward if (reward / "config.json").is_file() else None),
+            _fingerprint(Path(reward)) if reward else [],
         ],
         sort_keys=True,
     )
