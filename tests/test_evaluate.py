@@ -79,6 +79,20 @@ def test_the_baseline_cache_key_follows_what_loading_reads_and_nothing_else(tiny
     assert _cache_key(str(model), {**settings, "reward": "builtin"}) not in keys
 
 
+def test_the_baseline_cache_key_follows_the_reward_code(tiny_model_dir, tmp_path, monkeypatch):
+    """Editing one's own ``module:function`` reward must re-score the baseline, not return its old
+    rewards beside the model's new ones; a reward that cannot be imported still gets a key (loading
+    it then gives the error)."""
+    (tmp_path / "my_reward.py").write_text("def score(prompt, response):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = {"num_prompts": 6, "reward": "my_reward:score"}
+    key = _cache_key(str(tiny_model_dir), settings)
+    assert _cache_key(str(tiny_model_dir), settings) == key
+    (tmp_path / "my_reward.py").write_text("def score(prompt, response):\n    return len(response)\n")
+    assert _cache_key(str(tiny_model_dir), settings) != key
+    assert _cache_key(str(tiny_model_dir), {**settings, "reward": "no_such_module:score"})
+
+
 def test_diversity_prompts_come_from_both_wordings_when_both_are_asked():
     both = [{"phrasing": "seen"}] * 6 + [{"phrasing": "unseen"}] * 6  # builtin_prompts: seen half first
     assert spread(both, 4) == [0, 1, 6, 7]

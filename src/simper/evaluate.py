@@ -15,6 +15,7 @@ settings and the files the evaluation reads (:func:`_cache_key`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -367,7 +368,8 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
     """The model folder as loading reads it (weights stamped, the config, generation config, tokenizer
     and chat template by content), a reward-model folder the same way, the settings, and the contents
     of the prompt and pair files the evaluation reads: editing the held-out pairs, the stop tokens or
-    the chat template must not return stale results."""
+    the chat template must not return stale results; the task checkers and a ``module:function``
+    reward by their source (:func:`_code`)."""
     inputs = [settings.get("prompts"), *(settings.get("pairs") or [str(HELDOUT_PAIRS)])]
     contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in inputs if f and Path(f).is_file()]
     reward = settings.get("reward")  # a reward-model folder, or builtin / module:function: a name
@@ -379,10 +381,27 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
             settings,
             contents,
             _fingerprint(Path(reward)) if reward else [],
+            _code(reward),
         ],
         sort_keys=True,
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _code(reward: str | None) -> list[str]:
+    """The source that writes the built-in prompts and checks answers: simper's task modules, and for a
+    ``module:function`` reward its module's file (not what that module imports), so editing a
+    checker or one's own reward misses the cache instead of scoring the baseline the old way."""
+    files = sorted((Path(__file__).parent / "tasks").glob("*.py"))
+    module, sep, _ = (reward or "").partition(":")
+    if sep and not os.path.exists(reward):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):  # not importable: loading the reward says so, clearly
+            spec = None
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            files.append(Path(spec.origin))
+    return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
 
 
 def evaluate_cached(model_name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
