@@ -79,6 +79,24 @@ def test_the_baseline_cache_key_follows_what_loading_reads_and_nothing_else(tiny
     assert _cache_key(str(model), {**settings, "reward": "builtin"}) not in keys
 
 
+def test_a_hub_baseline_is_keyed_by_the_revision_it_loads(tiny_model_dir, tmp_path, monkeypatch):
+    """A hub id's evaluation belongs to one commit: when the hub (here a local hub cache, offline)
+    points ``main`` at a new commit, the cached evaluation of the old one must not come back."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--someone--tiny"
+    for commit in ("a" * 40, "b" * 40):
+        shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    keys = []
+    for commit in ("a" * 40, "b" * 40, "a" * 40):
+        (repo / "refs" / "main").write_text(commit)
+        keys.append(_cache_key("someone/tiny", {"num_prompts": 6}))
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    assert _cache_key("someone/not-cached", {}) and _cache_key("not a repo id", {})
+
+
 def test_the_baseline_cache_key_follows_the_reward_code(tiny_model_dir, tmp_path, monkeypatch):
     """Editing one's own ``module:function`` reward must re-score the baseline, not return its old
     rewards beside the model's new ones; a reward that cannot be imported still gets a key (loading

@@ -354,14 +354,31 @@ tokens), the tokenizer and the chat template. A run's own outputs beside them (`
 
 
 def _fingerprint(path: Path) -> list:
-    """A model folder as loading it sees it: each weight file's name, size and modification time (ns),
-    and the contents of the other files it reads (:data:`MODEL_FILES`); nothing for a hub id or a name."""
+    """A model folder as loading it sees it: its path, each weight file's name, size and modification
+    time (ns), and the contents of the other files it reads (:data:`MODEL_FILES`); nothing for a name
+    that is not a folder."""
     if not path.is_dir():
         return []
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
     read = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern)})
     return [str(path.resolve()), stamp, [(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in read]]
+
+
+def _model_folder(model_name: str) -> Path:
+    """Where loading reads the model from: its folder, or for a hub id the local snapshot of the
+    revision loading would use now (its config and tokenizer files fetched, as loading does; the
+    snapshot's folder is named by its commit, so an update upstream misses the cache). A hub id that
+    can be neither reached nor found in the local hub cache keys by its name alone."""
+    path = Path(models.resolve(model_name))
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_name, allow_patterns=list(MODEL_FILES)))
+    except (OSError, ValueError):  # offline and not cached, no such repo, not a repo id
+        return path
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
@@ -377,7 +394,7 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
         [
             CACHE_VERSION,
             model_name,
-            _fingerprint(Path(models.resolve(model_name))),
+            _fingerprint(_model_folder(model_name)),
             settings,
             contents,
             _fingerprint(Path(reward)) if reward else [],
