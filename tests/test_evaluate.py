@@ -94,6 +94,11 @@ def test_a_hub_baseline_is_keyed_by_the_revision_it_loads(tiny_model_dir, tmp_pa
         (repo / "refs" / "main").write_text(commit)
         keys.append(_cache_key("someone/tiny", {"num_prompts": 6}))
     assert keys[0] != keys[1] and keys[0] == keys[2]
+    rewards = []
+    for commit in ("a" * 40, "b" * 40):  # a reward model on the hub, the same way
+        (repo / "refs" / "main").write_text(commit)
+        rewards.append(_cache_key(str(tiny_model_dir), {"reward": "someone/tiny"}))
+    assert rewards[0] != rewards[1]
     assert _cache_key("someone/not-cached", {}) and _cache_key("not a repo id", {})
 
 

@@ -365,18 +365,18 @@ def _fingerprint(path: Path) -> list:
     return [str(path.resolve()), stamp, [(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in read]]
 
 
-def _model_folder(model_name: str) -> Path:
+def _model_folder(name_or_path: str) -> Path:
     """Where loading reads the model from: its folder, or for a hub id the local snapshot of the
     revision loading would use now (its config and tokenizer files fetched, as loading does; the
     snapshot's folder is named by its commit, so an update upstream misses the cache). A hub id that
     can be neither reached nor found in the local hub cache keys by its name alone."""
-    path = Path(models.resolve(model_name))
-    if path.is_dir():
+    path = Path(name_or_path)
+    if path.exists():
         return path
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(model_name, allow_patterns=list(MODEL_FILES)))
+        return Path(snapshot_download(name_or_path, allow_patterns=list(MODEL_FILES)))
     except (OSError, ValueError):  # offline and not cached, no such repo, not a repo id
         return path
 
@@ -385,8 +385,8 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
     """The model folder as loading reads it (weights stamped, the config, generation config, tokenizer
     and chat template by content), a reward-model folder the same way, the settings, and the contents
     of the prompt and pair files the evaluation reads: editing the held-out pairs, the stop tokens or
-    the chat template must not return stale results; the task checkers and a ``module:function``
-    reward by their source (:func:`_code`)."""
+    the chat template must not return stale results; the reward by its code or its files
+    (:func:`_reward_key`)."""
     inputs = [settings.get("prompts"), *(settings.get("pairs") or [str(HELDOUT_PAIRS)])]
     contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in inputs if f and Path(f).is_file()]
     reward = settings.get("reward")  # a reward-model folder, or builtin / module:function: a name
@@ -394,31 +394,36 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
         [
             CACHE_VERSION,
             model_name,
-            _fingerprint(_model_folder(model_name)),
+            _fingerprint(_model_folder(models.resolve(model_name))),
             settings,
             contents,
-            _fingerprint(Path(reward)) if reward else [],
-            _code(reward),
+            _reward_key(reward),
         ],
         sort_keys=True,
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _code(reward: str | None) -> list[str]:
-    """The source that writes the built-in prompts and checks answers: simper's task modules, and for a
-    ``module:function`` reward its module's file (not what that module imports), so editing a
-    checker or one's own reward misses the cache instead of scoring the baseline the old way."""
+def _reward_key(reward: str | None) -> list:
+    """What the scores depend on besides the answers: the source of simper's task modules (they write
+    the built-in prompts and check answers), and the reward itself: a ``module:function``'s module
+    file (not what that module imports), or a reward model's folder or hub snapshot as
+    :func:`_fingerprint` sees it. Editing a checker or one's own reward misses the cache instead of
+    setting the baseline's old rewards beside the model's new ones."""
     files = sorted((Path(__file__).parent / "tasks").glob("*.py"))
-    module, sep, _ = (reward or "").partition(":")
-    if sep and not os.path.exists(reward):
+    code = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    if not reward or reward == "builtin":
+        return code
+    module, sep, _ = reward.partition(":")
+    if sep and not os.path.exists(reward):  # module:function, as load_reward tells them apart
         try:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError):  # not importable: loading the reward says so, clearly
             spec = None
         if spec is not None and spec.origin and os.path.isfile(spec.origin):
-            files.append(Path(spec.origin))
-    return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+            code.append(hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest())
+        return code
+    return [*code, _fingerprint(_model_folder(reward))]
 
 
 def evaluate_cached(model_name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
