@@ -22,7 +22,9 @@ import torch
 from torch.testing import assert_close
 from transformers import (
     AutoModelForCausalLM,
+    BartConfig,
     CohereConfig,
+    FalconConfig,
     Gemma2Config,
     Gemma3Config,
     GPTNeoConfig,
@@ -31,6 +33,7 @@ from transformers import (
     Llama4TextConfig,
     LlamaConfig,
     MistralConfig,
+    MptConfig,
     Qwen2Config,
     RwkvConfig,
 )
@@ -187,6 +190,47 @@ def test_shared_prompt_only_where_every_layer_sees_its_whole_prefix(capsys, monk
     # Mistral windows whatever use_sliding_window says; Gemma 3 checkpoints keep their window in text_config
     assert attention.windowed_layers(MistralConfig(sliding_window=8, use_sliding_window=False), 16) != ""
     assert "sliding_attention" in attention.windowed_layers(Gemma3Config(), 4096)
+
+
+@pytest.mark.parametrize("config", [
+    lambda: MptConfig(vocab_size=VOCAB, d_model=64, n_heads=4, n_layers=2),  # ALiBi by column, no position_ids
+    lambda: BartConfig(vocab_size=VOCAB, d_model=64, decoder_layers=2, decoder_attention_heads=4,
+                       decoder_ffn_dim=128, is_decoder=True, is_encoder_decoder=False),  # learned positions by index
+], ids=["mpt-alibi", "bart-decoder"])  # fmt: skip
+def test_a_model_placing_tokens_by_column_gets_separate_rows(config, capsys, monkeypatch):
+    """The shared-prompt row puts the rejected response after the chosen one; its positions continue
+    from the prompt only for a model that reads ``position_ids``. MPT's ALiBi and BART's learned
+    positions read the column instead: the rejected log-probs came out 0.2 and 1.9 nats off."""
+    monkeypatch.setattr(attention, "_told", set())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config(), attn_implementation="eager")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                parameter.mul_(3.0)
+    model = model.to(DEVICE).eval()
+    layout = attention.layout_for(model, "shared-prompt")
+    assert layout == "separate" and "reads positions from the column" in capsys.readouterr().err
+    with torch.no_grad():
+        sums, _ = sequence_logps(model, PairCollator(PAD, layout)(_pairs()).to(DEVICE))
+        expected = _reference(model, _pairs())
+        assert_close(sums, expected, atol=1e-4, rtol=1e-5)
+        try:  # what the rule guards against (transformers < 5's BART decoder refuses position_ids outright)
+            shared, _ = sequence_logps(model, PairCollator(PAD, "shared-prompt")(_pairs()).to(DEVICE))
+        except TypeError:
+            return
+    assert (shared - expected).abs().max() > 0.01
+
+
+def test_falcon_with_alibi_gets_separate_rows_and_with_rope_shared_prompt():
+    """Falcon takes position_ids, and ignores them when its config says ``alibi``."""
+    rope, alibi = (
+        AutoModelForCausalLM.from_config(FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                                                      num_attention_heads=4, alibi=flag))
+        for flag in (False, True)
+    )  # fmt: skip
+    assert attention.layout_for(rope, "shared-prompt") == "shared-prompt"
+    assert attention.layout_for(alibi, "shared-prompt") == "separate"
 
 
 def test_an_unknown_kernel_is_never_handed_a_custom_mask():

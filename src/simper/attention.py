@@ -22,6 +22,11 @@ with ``use_sliding_window``, Gemma 2/3, Phi-3) or a chunked one would attend to 
 the shared-prompt layout is used only where every layer attends to its whole prefix up to the longest
 sequence; otherwise the pairs go as separate rows, whose padding masks the model windows itself.
 
+The shared-prompt layout also counts on the rejected response's positions continuing from the
+prompt's (``position_ids``): a model that places tokens by their column in the row instead (ALiBi
+by column, learned positions by index) would see the rejected response as far from the prompt as the
+chosen one's end, and gets separate rows too.
+
 A boolean ``(S, 1, T, T)`` mask, as the collator builds it, is the one form the rest of simper
 knows; :func:`kernel_mask` is the one place it is turned into what the model's kernel expects, once
 per model call.
@@ -29,6 +34,7 @@ per model call.
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import torch
@@ -65,6 +71,10 @@ def layout_for(model: nn.Module, layout: str, longest: int | None = None) -> str
     windowed = windowed_layers(getattr(peft_base(model), "config", None), longest)
     if windowed:
         _say(windowed, f"{windowed} attend to a window, which a shared-prompt mask would override")
+        return "separate"
+    by_column = column_positions(peft_base(model))
+    if by_column:
+        _say(by_column, f"{by_column}: a rejected response placed after the chosen one would be read as further away")
         return "separate"
     name = implementation(model)
     if name in MASK_FORMS:
@@ -105,6 +115,21 @@ def windowed_layers(config, longest: int | None = None) -> str:
         return f"its {'/'.join(other)} layers (window {window})" if other else ""
     if window and not covered:  # families without layer_types window whatever use_sliding_window says
         return f"its layers (window {window})"
+    return ""
+
+
+def column_positions(model: nn.Module) -> str:
+    """Why ``model`` places tokens by their column in the row rather than by the ``position_ids`` it is
+    given, in words (``""`` when it reads them): an ALiBi bias (MPT, BLOOM, Falcon with ``alibi``)
+    or learned positions looked up by index (the decoders of BART, Marian, Pegasus, TrOCR, …). The
+    shared-prompt layout puts the rejected response after the chosen one in the row and counts on
+    its positions continuing from the prompt."""
+    config = text_config(getattr(model, "config", None))
+    if getattr(config, "alibi", False):
+        return f"{type(model).__name__} biases attention by column (ALiBi)"
+    forward = getattr(model, "forward", None)
+    if forward is not None and "position_ids" not in inspect.signature(forward).parameters:
+        return f"{type(model).__name__} takes no position_ids (it reads positions from the column)"
     return ""
 
 

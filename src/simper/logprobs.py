@@ -207,12 +207,9 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
     mask = call.attention_mask
     if mask is not None and mask.ndim == 4:  # the shared-prompt mask, in the form this kernel reads
         mask = kernel_mask(mask, model, decoder.get_input_embeddings().weight.dtype)
-    hidden = decoder(
-        input_ids=call.input_ids,
-        attention_mask=mask,
-        position_ids=call.position_ids,
-        use_cache=False,
-    ).last_hidden_state  # (S, T, H)
+    positions = {} if call.position_ids is None else {"position_ids": call.position_ids}  # some bodies take none
+    hidden = decoder(input_ids=call.input_ids, attention_mask=mask, use_cache=False, **positions).last_hidden_state
+    # (S, T, H)
     states = hidden.flatten(0, 1)[call.sources]  # (N, H): only the positions that predict a response token
     vocab = head.weight.shape[0]
     if chunk_size > 0:
