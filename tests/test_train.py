@@ -111,6 +111,26 @@ def test_accumulation_matches_a_larger_batch(tiny_model_dir, tmp_path):
         assert_close(weights(tmp_path / "b")[key], value, atol=1e-6, rtol=1e-4)
 
 
+def test_an_epochs_short_last_window_weighs_as_a_whole_step(tiny_model_dir, tmp_path):
+    """6 pairs, one per micro-batch, 4 per window: the epoch's second window holds 2. Its update is
+    the mean over those 2 pairs, as a batch of 2 gives (accelerate's division by 4 made it half)."""
+    six = tmp_path / "six.jsonl"
+    six.write_text("".join(EXAMPLE_PAIRS.read_text().splitlines(keepends=True)[:6]))
+    still = ["training.learning_rate=1e-12", "training.max_grad_norm=0", "training.lr_scheduler_type=constant"]
+    window = ["training.per_device_train_batch_size=1", "training.gradient_accumulation_steps=4"]
+    assert train(tiny_model_dir, tmp_path / "a", *still, *window, "training.max_steps=2", data=six) == 0
+    pairs = ["training.per_device_train_batch_size=2", "training.max_steps=3"]
+    assert train(tiny_model_dir, tmp_path / "b", *still, *pairs, data=six) == 0
+    short, batch = records(tmp_path / "a")[1], records(tmp_path / "b")[2]  # the same two pairs
+    assert short["loss"] == pytest.approx(batch["loss"], abs=1e-6)
+    assert short["grad_norm"] == pytest.approx(batch["grad_norm"], rel=1e-4)
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_used(tiny_model_dir, tmp_path):
+    assert train(tiny_model_dir, tmp_path / "run", "training.max_steps=4", "training.lr_scheduler_type=linear") == 0
+    assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
 @pytest.mark.parametrize("objective", ["dpo", "simpo", "kto"])
 def test_baselines_train(tiny_model_dir, tmp_path, objective):
     out = tmp_path / objective

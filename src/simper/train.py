@@ -347,7 +347,7 @@ def _forward_backward_update(run: Run, batch: PreferenceBatch, totals: dict[str,
     accelerator, t = run.accelerator, run.config.training
     params = dict(run.config.objective.params)
     loss, stats = preference_step(run.policy, run.reference, run.objective, params, batch)
-    accelerator.backward(loss)
+    accelerator.backward(loss * accelerator.gradient_accumulation_steps / _window_length(run))
     for key, value in stats.items():
         totals[key] = totals.get(key, 0.0) + value.detach()
     if not accelerator.sync_gradients:
@@ -356,6 +356,7 @@ def _forward_backward_update(run: Run, batch: PreferenceBatch, totals: dict[str,
     grad_norm = accelerator.clip_grad_norm_(run.policy.parameters(), max_norm)
     reduced = reduce_totals(accelerator, totals, grad_norm)
     finite = math.isfinite(reduced["loss"]) and math.isfinite(reduced["grad_norm"])
+    reduced["lr"] = run.optimizer.param_groups[0]["lr"]  # what this update uses; the scheduler then moves on
     if finite:
         run.optimizer.step()
         run.scheduler.step()
@@ -370,13 +371,23 @@ def _forward_backward_update(run: Run, batch: PreferenceBatch, totals: dict[str,
     return reduced
 
 
+def _window_length(run: Run) -> int:
+    """Micro-batches in the accumulation window of the batch just drawn: ``gradient_accumulation_steps``,
+    or fewer in an epoch's last window (accelerate closes a window at the end of the data). accelerate
+    divides every micro-batch's loss by ``gradient_accumulation_steps``; a short window's must be
+    divided by its own length, or its update is that fraction of the others'."""
+    steps = run.accelerator.gradient_accumulation_steps
+    start = (run.batches_done_in_epoch - 1) // steps * steps
+    return min(steps, len(run.train_loader) - start)
+
+
 def _step_record(run: Run, reduced: dict[str, float], elapsed: float) -> dict[str, Any]:
     """The ``metrics.jsonl`` line of the step just taken."""
     return {
         "step": run.step,
         "epoch": round(run.epoch + run.batches_done_in_epoch / max(len(run.train_loader), 1), 4),
         **summarize(reduced),
-        "lr": run.scheduler.get_last_lr()[0],
+        "lr": reduced["lr"],
         "grad_norm": reduced["grad_norm"],
         "tokens": reduced["tokens"],
         "tokens_per_s": reduced["tokens"] / max(elapsed, 1e-9),
