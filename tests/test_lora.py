@@ -60,3 +60,23 @@ def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir, tmp_path, 
 def test_qlora_on_cpu_says_what_it_needs(tiny_model_dir, tmp_path, capsys):
     assert run_lora(tiny_model_dir, tmp_path / "q", "lora.load_in_4bit=true") == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_lora_reference_runs_without_dropout_and_leaves_the_policy_training(tiny_model_dir):
+    """With ``model.dropout=true`` the adapters-off reference must still be a fixed function (the frozen
+    reference of a full fine-tune runs in eval mode); the policy goes back to train mode after it."""
+    from simper import models
+    from simper.config.train import LoraConfig
+    from simper.data.collate import PairCollator
+    from simper.data.tokenize import TokenizedPair
+    from simper.logprobs import AdaptersOff, SequenceLogpsModel
+
+    model = models.load_model(str(tiny_model_dir), dropout=True)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) or hasattr(module, "attention_dropout"):
+            module.p = module.attention_dropout = 0.5
+    policy = SequenceLogpsModel(models.add_lora(model, LoraConfig(r=4, dropout=0.5))).train()
+    batch = PairCollator(0, "shared-prompt", True)([TokenizedPair([5, 6, 7, 8], list(range(20, 30)), [40, 41])])
+    reference = AdaptersOff(policy)
+    first, second = reference(batch)[0], reference(batch)[0]
+    assert torch.equal(first, second) and policy.training

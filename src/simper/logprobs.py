@@ -284,8 +284,13 @@ class AdaptersOff:
         self.policy = policy
 
     def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), models.unwrap(self.policy).model.disable_adapter():
-            return self.policy(batch)
+        training = self.policy.training  # in eval mode, as a frozen reference: no dropout noise (LoRA's own)
+        self.policy.eval()
+        try:
+            with torch.no_grad(), models.unwrap(self.policy).model.disable_adapter():
+                return self.policy(batch)
+        finally:
+            self.policy.train(training)
 
 
 Reference = FrozenReference | AdaptersOff
