@@ -122,6 +122,7 @@ def setup(config: TrainConfig) -> Run:
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     optimizer = build_optimizer(policy, t, accelerator.device)
     policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
+    _warn_if_updates_round_away(accelerator, model, t.learning_rate)
     eval_loader = _eval_loader(data.eval, t, collate, accelerator) if data.eval and t.eval_steps >= 0 else None
     if objective.needs_reference and config.lora.r > 0:
         reference = AdaptersOff(policy)  # the base under the adapters: no second copy of the model
@@ -157,6 +158,27 @@ def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
         log_with=config.logging.report_to or None,
         project_dir=str(output_dir),
     )
+
+
+def _warn_if_updates_round_away(accelerator: Accelerator, model: torch.nn.Module, learning_rate: float) -> None:
+    """Warn when trainable weights are bf16/fp16 with no fp32 copy to update (DeepSpeed keeps one, and
+    accelerate upcasts for FSDP; plain DDP and one device do neither): an AdamW update is about the
+    learning rate, and a weight keeps it only where it exceeds half the weight's rounding step."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        return
+    low = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
+    for dtype in low:
+        largest = 2 * learning_rate / torch.finfo(dtype).eps
+        log(
+            accelerator,
+            f"warning: trainable weights in {str(dtype).removeprefix('torch.')} and no fp32 copy to update: an "
+            f"AdamW step moves a weight by about the learning rate ({learning_rate:g}), which rounds away on every "
+            f"weight larger than {largest:.1g} in magnitude, so training barely moves the model. Load it in "
+            "float32 (model.torch_dtype=float32) with training.mixed_precision=bf16, or launch with DeepSpeed "
+            "(configs/accelerate/zero3.yaml), which keeps fp32 weights",
+        )
 
 
 def _eval_loader(pairs: list, t: TrainingConfig, collate: PairCollator, accelerator: Accelerator) -> DataLoader:
