@@ -11,9 +11,11 @@ from simper.cli import main
 from simper.data.formats import PreferencePair, load_pairs
 from simper.data.sources import read_rows
 from simper.data.tokenize import tokenize_pairs
+from simper.errors import UserError
 from simper.evaluate import score_ids
 from simper.generate import LOOP_CHECK_EVERY, decode, encode_prompts, generate, nucleus, repeats
 from simper.models import load_model, load_tokenizer
+from simper.pairs import pair_row
 
 
 def run_pairs(model, out, prompts=6, max_new_tokens=8, *extra):
@@ -69,12 +71,52 @@ def test_builtin_reward_and_bad_reward(tiny_model_dir, tmp_path, capsys):
     assert "reward 'no_such_module:f': cannot import it" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", ['{"prompt": 3}\n', "not json\n", ""])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"prompt": 3}\n',
+        "not json\n",
+        "",
+        '{"prompt": ["a string, not a message"]}\n',
+        '{"prompt": [{"role": "user"}]}\n',
+        '{"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n',
+    ],
+)
 def test_bad_prompt_files(tiny_model_dir, tmp_path, capsys, bad):
+    """Every bad prompt row is refused by its line and field before anything is generated or written."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(bad)
     code = run_pairs(tiny_model_dir, tmp_path / "o.jsonl", 6, 8, "--prompts", str(prompts))
-    assert code == 2 and "prompts.jsonl" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "prompts.jsonl" in err and "Traceback" not in err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.seen").exists()
+
+
+def test_a_template_that_refuses_a_conversation_is_named(tiny_model_dir):
+    """Gemma's and Mistral's templates raise on a system turn: a one-line error, not a jinja traceback."""
+    from simper.data.tokenize import render
+    from simper.generate import render_prompts
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    answers = [{"role": "assistant", "content": "a"}], [{"role": "assistant", "content": "b"}]
+    with pytest.raises(UserError, match=r"pairs.jsonl:line 3: the chat template refuses .*System role not supported"):
+        render(PreferencePair(messages, *answers, "pairs.jsonl:line 3"), tokenizer)
+    with pytest.raises(UserError, match=r"prompt 'Hi': the chat template refuses"):
+        render_prompts(tokenizer, [messages])
+
+
+def test_a_pair_row_keeps_its_own_scores_over_the_prompt_rows(tmp_path):
+    """A prompt file may be an earlier pairs file: its scores and cut-off flags must not replace the
+    ones just computed (training reads the flags to leave out an EOS)."""
+    old = {"prompt": "Hi", "score_chosen": 1.0, "chosen_truncated": False, "rejected_truncated": False, "kind": "x"}
+    row = pair_row(old, ["good", "looping"], [True, False], [0.9, 0.2], (0, 1), "checker")
+    assert (row["score_chosen"], row["score_rejected"], row["rejected_truncated"]) == (0.9, 0.2, True)
+    assert row["reward"] == "checker" and row["kind"] == "x"
 
 
 def test_prompts_are_handled_in_drawn_order_chunk_by_chunk(tiny_model_dir, tmp_path, monkeypatch):

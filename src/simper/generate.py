@@ -68,8 +68,12 @@ class Generations:
 
 def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str | list[dict[str, str]]]) -> list[str]:
     """Chat-template message lists (with the generation prompt); plain strings are used as they are."""
+    from simper.data.tokenize import apply_template
+
     return [
-        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+        apply_template(tokenizer, p, f"prompt {p[-1]['content'][:40]!r}", add_generation_prompt=True)
+        if isinstance(p, list)
+        else p
         for p in prompts
     ]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from simper import models
 from simper.config import PairsConfig
+from simper.data.formats import message_list
 from simper.data.sources import read_rows
 from simper.diversity import is_looping
 from simper.errors import UserError
@@ -35,7 +36,11 @@ def read_prompts(path: str) -> list[dict[str, Any]]:
         prompt = row.values.get("prompt")
         if not isinstance(prompt, str | list) or not prompt:
             raise UserError(f"{row.origin}: field 'prompt': expected a string or a list of messages")
-        prompts.append({"id": row.values.get("id", row.origin.rsplit(":", 1)[-1]), **row.values})
+        if isinstance(prompt, list):
+            prompt = message_list(row, "prompt")
+            if prompt[-1]["role"] == "assistant":
+                raise UserError(f"{row.origin}: field 'prompt': ends with the assistant's turn (nothing to answer)")
+        prompts.append({"id": row.values.get("id", row.origin.rsplit(":", 1)[-1]), **row.values, "prompt": prompt})
     return prompts
 
 
@@ -74,6 +79,7 @@ def pair_row(
     best, worst = picked
     extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
     return {
+        **extra,  # first: a prompt file that is an earlier pairs file must not overwrite what is computed here
         "prompt": as_messages(row["prompt"]),
         "chosen": [{"role": "assistant", "content": responses[best]}],
         "rejected": [{"role": "assistant", "content": responses[worst]}],
@@ -83,7 +89,6 @@ def pair_row(
         "rejected_truncated": not ended[worst],
         "tie_broken": scores[best] == scores[worst],
         "reward": reward_name,
-        **extra,
     }
 
 

@@ -93,12 +93,12 @@ def _normalize(row: Row, fmt: str) -> PreferencePair:
     if fmt == "implicit prompt (text)":
         return _split_text_transcripts(row, _string(row, "chosen"), _string(row, "rejected"))
     if fmt == "conversational":
-        prompt = _messages(row, "prompt")
-        chosen, rejected = _messages(row, "chosen"), _messages(row, "rejected")
+        prompt = message_list(row, "prompt")
+        chosen, rejected = message_list(row, "chosen"), message_list(row, "rejected")
         if chosen[: len(prompt)] == prompt and rejected[: len(prompt)] == prompt and len(chosen) > len(prompt):
             chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]  # responses repeat the prompt
         return _chat_pair(row, prompt, chosen, rejected)
-    chosen, rejected = _messages(row, "chosen"), _messages(row, "rejected")
+    chosen, rejected = message_list(row, "chosen"), message_list(row, "rejected")
     if fmt == "conversational (UltraFeedback layout)":
         _string(row, "prompt")
     return _split_message_transcripts(row, chosen, rejected)
@@ -131,7 +131,9 @@ def _string(row: Row, key: str, *, allow_empty: bool = False) -> str:
     return value
 
 
-def _messages(row: Row, key: str) -> Messages:
+def message_list(row: Row, key: str) -> Messages:
+    """Field ``key`` of ``row`` as a checked list of ``{role, content}`` messages (the error names the row,
+    the field and the message)."""
     value = row.values[key]
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else _type_name(value)

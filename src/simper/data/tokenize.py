@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from simper.data.formats import PreferencePair
-from simper.errors import UserError
+from simper.errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -37,19 +37,30 @@ class TokenizedPair:
     rejected: list[int]
 
 
+def apply_template(tokenizer: PreTrainedTokenizerBase, messages: list, origin: str, **kwargs) -> str:
+    """The chat template applied to ``messages`` as text; a template that refuses them (Gemma's and
+    Mistral's raise on a system turn or on roles that do not alternate) is an error naming ``origin``."""
+    from jinja2 import TemplateError
+
+    if tokenizer.chat_template is None:
+        raise UserError(
+            f"{origin}: conversational, but the tokenizer has no chat template; "
+            "set model.chat_template to a Jinja template or use a chat model's tokenizer"
+        )
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except TemplateError as err:
+        raise UserError(f"{origin}: the chat template refuses this conversation: {first_line(err)}") from None
+
+
 def render(pair: PreferencePair, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str, str]:
     """``(prompt, chosen, rejected)`` as text, chat template applied for chat pairs."""
     if not pair.is_chat:
         return pair.prompt, pair.chosen, pair.rejected  # type: ignore[return-value]
-    if tokenizer.chat_template is None:
-        raise UserError(
-            f"{pair.origin}: the data is conversational but the tokenizer has no chat template; "
-            "set model.chat_template to a Jinja template or use a chat model's tokenizer"
-        )
-    prompt = tokenizer.apply_chat_template(pair.prompt, tokenize=False, add_generation_prompt=True)
+    prompt = apply_template(tokenizer, pair.prompt, pair.origin, add_generation_prompt=True)
     responses = []
     for response in (pair.chosen, pair.rejected):
-        full = tokenizer.apply_chat_template(pair.prompt + response, tokenize=False)
+        full = apply_template(tokenizer, pair.prompt + response, pair.origin)
         if not full.startswith(prompt):
             raise UserError(
                 f"{pair.origin}: the chat template renders the prompt differently when a response follows it, "
