@@ -78,3 +78,31 @@ def test_missing_path_and_plain_folder(tmp_path):
 def test_hub_id_offline_error_says_what_to_do():
     with pytest.raises(UserError, match="HF_HUB_OFFLINE=1"):
         read_rows("no-such-org/no-such-dataset")
+
+
+def test_json_lines_may_hold_line_separators_inside_strings(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028, U+2029 and U+0085 raw inside strings; the file is
+    still one row per line (str.splitlines broke such a row in two and called it invalid JSON)."""
+    rows = [{"prompt": f"a{c}b", "chosen": "c", "rejected": "d"} for c in ("\u2028", "\u2029", "\x85")]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    read = list(read_rows(str(path)))
+    assert [r.values for r in read] == rows and read[2].origin.endswith("line 3")
+
+
+def test_seeds_do_not_share_data_orders_across_epochs():
+    """Seed 1's second epoch was seed 2's first (``seed + epoch``): seeds of a multi-epoch comparison
+    shared their orders. Epoch 0 still draws from the seed itself."""
+    import torch
+
+    from simper.data.collate import EpochSampler
+
+    def order(seed, epoch):
+        sampler = EpochSampler(50, seed)
+        sampler.start_epoch(epoch)
+        return list(sampler)
+
+    assert order(1, 1) != order(2, 0) and order(1, 1) == order(1, 1)
+    assert order(7, 0) == torch.randperm(50, generator=torch.Generator().manual_seed(7)).tolist()
+    orders = {tuple(order(seed, epoch)) for seed in range(1, 5) for epoch in range(4)}
+    assert len(orders) == 16

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from hashlib import sha256
 
 import torch
 from torch.utils.data import Sampler
@@ -172,7 +173,9 @@ class PairCollator:
 
 
 class EpochSampler(Sampler[int]):
-    """A fresh permutation each epoch, from ``seed + epoch``: the data order is a function of the seed.
+    """A fresh permutation each epoch, a function of the seed: epoch 0 draws from ``seed``, a later
+    epoch from a hash of ``(seed, epoch)``. (Until 2026-12-04 it was ``seed + epoch``, so seed 1's
+    second epoch repeated seed 2's first, and "independent" seeds of a multi-epoch run shared orders.)
 
     The epoch is set by the loop only (``start_epoch``, deliberately not ``set_epoch``, which
     accelerate would call with its own counter, wrong after a resume).
@@ -185,7 +188,10 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        seed = self.seed
+        if self.epoch:
+            seed = int.from_bytes(sha256(f"{self.seed}:{self.epoch}".encode()).digest()[:7])
+        generator = torch.Generator().manual_seed(seed)
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:
