@@ -134,3 +134,45 @@ def test_balance_by_length_keeps_as_many_chosen_shorter_as_not():
     assert [p.prompt[0] for p in kept] == sorted(p.prompt[0] for p in kept)  # order kept
     assert balance_by_length(pairs)[0] == kept  # a fixed draw
     assert balance_by_length(kept) == (kept, 0)
+
+
+def _sentencepiece_like():
+    """A Llama 2 / Mistral style tokenizer trained here: Metaspace pre-tokenizer with a dummy prefix
+    ("▁" before the first word of any text tokenized), <s> added to plain text, Zephyr's template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    metaspace = dict(replacement="▁", prepend_scheme="first")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Metaspace(**metaspace)]
+    )
+    tok.decoder = decoders.Metaspace(**metaspace)
+    corpus = ["What is 2+2?\nThe answer is 4.\nThe\n", "The answer is 4. The answer", "hello world"] * 20
+    specials = ["<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(corpus, trainer=trainers.BpeTrainer(vocab_size=200, special_tokens=specials))
+    bos = [("<s>", tok.token_to_id("<s>"))]
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=bos)
+    zephyr = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token + '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
+        chat_template=zephyr,
+    )  # fmt: skip
+
+
+def test_a_sentencepiece_response_is_the_tokens_that_follow_its_prompt():
+    """Tokenized alone, "The answer" starts with "▁The"; after Zephyr's "<|assistant|>\\n" the model
+    reads (and generates) "The": the response must be the latter, or every pair's first log-prob is
+    that of a token the model would not write there."""
+    tokenizer = _sentencepiece_like()
+    pair = chat("What is 2+2?", "The answer is 4.", "hello")
+    prompt, chosen, _ = render(pair, tokenizer)
+    (tokenized,), _ = tokenize_pairs([pair], tokenizer, max_length=64, max_prompt_length=32)
+    joint = tokenizer(prompt + chosen, add_special_tokens=False)["input_ids"]
+    alone = tokenizer(chosen, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(alone[:1]) == ["▁The"]  # what the old rule trained on
+    assert tokenized.chosen[0] != alone[0] and tokenizer.convert_ids_to_tokens(tokenized.chosen[:1]) == ["The"]
+    assert tokenized.prompt[1:] + tokenized.chosen == joint[: len(joint) - 1]  # "\n" after the EOS dropped

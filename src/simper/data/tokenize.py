@@ -5,9 +5,12 @@ Rules (one place, tested):
 - Chat pairs go through the tokenizer's chat template; the prompt is rendered with the generation
   prompt, and the response is the rendered full conversation minus the rendered prompt. Text pairs
   are used as they are (prompt + response), as TRL does for its standard format.
-- Prompt and response are tokenized separately and concatenated, so the prompt is always a true
-  token prefix of the sequence and the response tokens are the ones the model would generate after
-  that prompt (a joint tokenization could merge tokens across the boundary).
+- The prompt is always a true token prefix of the sequence, and the response is the tokens that
+  follow it: prompt and response are tokenized together and the prompt's own tokens cut off the
+  front. A SentencePiece tokenizer (Llama 2, Mistral) would give a response tokenized alone a
+  word-start "▁" that the model never generates after a prompt ending in a newline. Where the
+  joint tokens do not begin with the prompt's (a token merged across the boundary), the response
+  is tokenized alone.
 - Exactly one BOS, and only when the model uses one (its tokenizer adds it to plain text); a chat
   template that also writes it does not make two.
 - Each response ends in exactly one EOS (whitespace the template writes after the EOS is dropped),
@@ -108,8 +111,9 @@ def tokenize_pairs(
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     add_bos = uses_bos(tokenizer)
     rendered = [render(pair, tokenizer) for pair in pairs]
-    columns = list(zip(*rendered, strict=True)) if rendered else [(), (), ()]
-    encoded = [tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else [] for texts in columns]
+    prompts, chosen_texts, rejected_texts = (list(c) for c in zip(*rendered, strict=True)) if rendered else ([], [], [])
+    prompt_ids = _encode(tokenizer, prompts)
+    encoded = [prompt_ids, *(_continuations(tokenizer, prompts, prompt_ids, t) for t in (chosen_texts, rejected_texts))]
     whitespace_ids = _whitespace_token_ids(tokenizer)
 
     tokenized, drops = [], Counter()
@@ -129,6 +133,22 @@ def tokenize_pairs(
             continue
         tokenized.append(TokenizedPair(prompt, chosen, rejected))
     return tokenized, drops
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+def _continuations(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], prompt_ids: list[list[int]], responses: list[str]
+) -> list[list[int]]:
+    """Each response's token ids as they follow its prompt (see the module docstring)."""
+    joint = _encode(tokenizer, [p + r for p, r in zip(prompts, responses, strict=True)])
+    alone = _encode(tokenizer, responses)
+    return [
+        both[len(prompt) :] if both[: len(prompt)] == prompt else own
+        for prompt, both, own in zip(prompt_ids, joint, alone, strict=True)
+    ]
 
 
 def _close_response(ids: list[int], eos: int, whitespace_ids: frozenset[int], truncated: bool) -> list[int]:
