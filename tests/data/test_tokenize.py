@@ -176,3 +176,40 @@ def test_a_sentencepiece_response_is_the_tokens_that_follow_its_prompt():
     assert tokenizer.convert_ids_to_tokens(alone[:1]) == ["▁The"]  # what the old rule trained on
     assert tokenized.chosen[0] != alone[0] and tokenizer.convert_ids_to_tokens(tokenized.chosen[:1]) == ["The"]
     assert tokenized.prompt[1:] + tokenized.chosen == joint[: len(joint) - 1]  # "\n" after the EOS dropped
+
+
+def _gemma_like():
+    """A tokenizer whose EOS (``<eos>``) is not the token its template ends a turn with
+    (``<end_of_turn>``, followed by a newline), as Gemma's and Llama 3's (``<|eot_id|>``) are."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=alphabet)
+    tok.train_from_iterator(["The answer is 4. What is 2+2? hello world"] * 20, trainer=trainer)
+    template = (
+        "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+        "{{ '<start_of_turn>' + role + '\\n' + m['content'] + "
+        "'<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", chat_template=template,
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+    )  # fmt: skip
+
+
+def test_a_response_ends_with_the_templates_end_of_turn_not_a_second_eos():
+    """Generation stops at ``<end_of_turn>``: a response that ended is trained to end there (not on a
+    ``<eos>`` after it, which the model never writes), and one cut off keeps neither."""
+    tokenizer = _gemma_like()
+    end_of_turn, eos = tokenizer.convert_tokens_to_ids(["<end_of_turn>", "<eos>"])
+    ended = chat("What is 2+2?", "The answer is 4.", "hello")
+    cut = PreferencePair(ended.prompt, ended.chosen, ended.rejected, "cut", chosen_truncated=True)
+    (done, truncated), _ = tokenize_pairs([ended, cut], tokenizer, max_length=64, max_prompt_length=32)
+    assert done.chosen[-1] == end_of_turn and eos not in done.chosen and done.chosen.count(end_of_turn) == 1
+    assert truncated.chosen == done.chosen[:-1] and end_of_turn not in truncated.chosen
+    assert tokenizer.decode(done.chosen[:-1]) == "The answer is 4."

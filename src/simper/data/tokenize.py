@@ -13,9 +13,10 @@ Rules (one place, tested):
   is tokenized alone.
 - Exactly one BOS, and only when the model uses one (its tokenizer adds it to plain text); a chat
   template that also writes it does not make two.
-- Each response ends in exactly one EOS (whitespace the template writes after the EOS is dropped),
-  unless it is marked truncated (cut off by a generation limit: it never ended) or truncation here
-  cut it short.
+- Each response ends in exactly one stop token, unless it is marked truncated (cut off by a
+  generation limit: it never ended) or truncation here cut it short. For chat pairs the stop token
+  is the one the template ends an assistant turn with (``<|im_end|>``, Gemma's ``<end_of_turn>``,
+  Llama 3's ``<|eot_id|>``; whitespace after it dropped), for text pairs EOS.
 - ``max_prompt_length`` keeps the end of the prompt (and its BOS); ``max_length`` then cuts the
   responses to fit. A pair left without a response token is dropped and counted.
 """
@@ -110,7 +111,11 @@ def tokenize_pairs(
         raise UserError("the tokenizer has no EOS token; set one (tokenizer.eos_token) before training")
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     add_bos = uses_bos(tokenizer)
-    rendered = [render(pair, tokenizer) for pair in pairs]
+    suffix, stop = turn_end(tokenizer) if any(pair.is_chat for pair in pairs) else ("", eos)
+    rendered = [
+        (prompt, _cut(chosen, suffix), _cut(rejected, suffix)) if pair.is_chat else (prompt, chosen, rejected)
+        for pair, (prompt, chosen, rejected) in ((pair, render(pair, tokenizer)) for pair in pairs)
+    ]
     prompts, chosen_texts, rejected_texts = (list(c) for c in zip(*rendered, strict=True)) if rendered else ([], [], [])
     prompt_ids = _encode(tokenizer, prompts)
     encoded = [prompt_ids, *(_continuations(tokenizer, prompts, prompt_ids, t) for t in (chosen_texts, rejected_texts))]
@@ -122,9 +127,9 @@ def tokenize_pairs(
         if not prompt:
             drops["empty prompt and no BOS to predict the first response token from"] += 1
             continue
-        room = max_length - len(prompt)
-        chosen = _close_response(chosen, eos, whitespace_ids, pair.chosen_truncated)[: max(room, 0)]
-        rejected = _close_response(rejected, eos, whitespace_ids, pair.rejected_truncated)[: max(room, 0)]
+        room, end = max_length - len(prompt), (stop if pair.is_chat else eos)
+        chosen = _close_response(chosen, end, eos, whitespace_ids, pair.chosen_truncated)[: max(room, 0)]
+        rejected = _close_response(rejected, end, eos, whitespace_ids, pair.rejected_truncated)[: max(room, 0)]
         if not chosen or not rejected:
             drops["no response token left after truncation"] += 1
             continue
@@ -151,12 +156,43 @@ def _continuations(
     ]
 
 
-def _close_response(ids: list[int], eos: int, whitespace_ids: frozenset[int], truncated: bool) -> list[int]:
-    """Drop trailing whitespace tokens and EOS, then end with exactly one EOS unless ``truncated``."""
+SENTINEL = "SIMPER-RESPONSE-7f3a"
+
+
+def turn_end(tokenizer: PreTrainedTokenizerBase) -> tuple[str, int]:
+    """What the chat template writes after an assistant turn's content (ChatML's ``"<|im_end|>\n"``,
+    Gemma's ``"<end_of_turn>\n"``, Llama 3's ``"<|eot_id|>"``) and the token that ends the turn: the
+    first token of that text when it is a special token, else EOS. Gemma's and Llama 3's tokenizers
+    name another token EOS than the one their turns end with (and generation stops at)."""
+    eos = tokenizer.eos_token_id
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": SENTINEL}]
+    from jinja2 import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except (TemplateError, ValueError):  # rendering the pairs themselves reports it, by row
+        return "", eos
+    if not isinstance(text, str) or text.count(SENTINEL) != 1:
+        return "", eos
+    suffix = text.split(SENTINEL)[1]
+    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+    stop = ids[0] if ids and ids[0] in tokenizer.all_special_ids else eos
+    return suffix, stop
+
+
+def _cut(response: str, suffix: str) -> str:
+    """A rendered response without the template's end-of-turn text (the turn's end token is added back
+    as a token, and only to a response that ended)."""
+    return response[: -len(suffix)] if suffix and response.endswith(suffix) else response
+
+
+def _close_response(ids: list[int], stop: int, eos: int, whitespace_ids: frozenset[int], truncated: bool) -> list[int]:
+    """Drop trailing whitespace, end-of-turn and EOS tokens, then end with exactly one ``stop`` (the
+    turn's end) unless ``truncated``."""
     end = len(ids)
-    while end and (ids[end - 1] in whitespace_ids or ids[end - 1] == eos):
+    while end and (ids[end - 1] in whitespace_ids or ids[end - 1] in (stop, eos)):
         end -= 1
-    return ids[:end] if truncated else [*ids[:end], eos]
+    return ids[:end] if truncated else [*ids[:end], stop]
 
 
 def _whitespace_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
