@@ -54,7 +54,7 @@ class DataConfig:
     eval: list[str] = option([], "held-out sources (same kinds as train)")
     split: str = option("train", "split taken from hub datasets and save_to_disk folders")
     eval_split: str = option("test", "split taken from held-out hub datasets and folders")
-    eval_fraction: float = option(0.0, "fraction of the training pairs held out when no eval source is given")
+    eval_fraction: float = option(0.0, "share of the training pairs held out, by whole prompts, without an eval source")
     max_length: int = option(512, "max tokens of prompt + response; responses are cut to fit")
     max_prompt_length: int = option(256, "max prompt tokens; longer prompts keep their end")
     drop_truncated: bool | str = option(

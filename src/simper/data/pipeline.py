@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,6 +50,26 @@ def balance_by_length(pairs: list[TokenizedPair]) -> tuple[list[TokenizedPair], 
     return [p for i, p in enumerate(pairs) if i in keep], len(pairs) - len(keep)
 
 
+def split_by_prompt(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list, list]:
+    """``(train, held_out)``: whole prompts held out, drawn in a seeded order until they hold about
+    ``fraction`` of the pairs (at least one prompt, and never every one). Holding out pairs instead
+    would put other pairs of the same prompt, and repeated rows, on both sides (UltraFeedback-style
+    data has several pairs per prompt), and the held-out numbers would read as better than they are."""
+    groups: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        groups.setdefault(json.dumps(pair.prompt, sort_keys=True), []).append(index)
+    if len(groups) < 2:
+        raise UserError("data.eval_fraction: every pair has the same prompt, so none can be held out unseen")
+    keys = list(groups)
+    random.Random(seed).shuffle(keys)
+    target, held_out = max(1, round(fraction * len(pairs))), set()
+    for key in keys[:-1]:
+        if len(held_out) >= target:
+            break
+        held_out.update(groups[key])
+    return [p for i, p in enumerate(pairs) if i not in held_out], [p for i, p in enumerate(pairs) if i in held_out]
+
+
 def prepare_data(
     train_sources: list[str],
     eval_sources: list[str],
@@ -80,11 +101,7 @@ def prepare_data(
     if eval_sources:
         eval_pairs, _ = read_pairs(eval_sources, eval_split, report)
     elif eval_fraction > 0:
-        order = list(range(len(train_pairs)))
-        random.Random(seed).shuffle(order)
-        held_out = set(order[: max(1, round(eval_fraction * len(train_pairs)))])
-        eval_pairs = [p for i, p in enumerate(train_pairs) if i in held_out]
-        train_pairs = [p for i, p in enumerate(train_pairs) if i not in held_out]
+        train_pairs, eval_pairs = split_by_prompt(train_pairs, eval_fraction, seed)
     else:
         eval_pairs = []
 
