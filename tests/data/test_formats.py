@@ -108,3 +108,37 @@ def test_truncation_flags_are_read_in_any_format():
     flagged = {"prompt": msgs(USER), "chosen": msgs(("assistant", "a")), "rejected": msgs(("assistant", "b"))}
     (pair,), _, _ = load_pairs(rows({**flagged, "chosen_truncated": False, "rejected_truncated": True}))
     assert not pair.chosen_truncated and pair.rejected_truncated
+
+
+def test_responses_holding_another_speakers_turn_are_dropped_and_counted():
+    """Transcripts that differ before their last turn leave a user turn inside the response: training
+    would teach the model to write the user's words. Such pairs are left out and counted."""
+    earlier = msgs(USER, ("assistant", "hello"), ("user", "tell me a joke"), ("assistant", "A joke."))
+    other = msgs(USER, ("assistant", "hi"), ("user", "tell me a joke"), ("assistant", "A joke."))
+    fine = {"chosen": msgs(USER, ("assistant", "4")), "rejected": msgs(USER, ("assistant", "5"))}
+    pairs, _, drops = load_pairs(rows(fine, {"chosen": earlier, "rejected": other}))
+    assert len(pairs) == 1 and sum(drops.values()) == 1 and "user or system turn" in next(iter(drops))
+    text = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: A joke.",
+            "rejected": "\n\nHuman: hi\n\nAssistant: hi\n\nHuman: joke?\n\nAssistant: A joke."}  # fmt: skip
+    assert load_pairs(rows(text))[0] == []
+
+
+def test_standard_responses_that_repeat_the_prompt_are_cut_after_it():
+    prompt = "\n\nHuman: What is 2+2?\n\nAssistant:"
+    (pair,), _, _ = load_pairs(rows({"prompt": prompt, "chosen": prompt + " 4.", "rejected": prompt + " 5."}))
+    assert (pair.prompt, pair.chosen, pair.rejected) == (prompt, " 4.", " 5.")
+
+
+def test_a_message_list_written_as_text_is_refused_by_row_and_field():
+    """A CSV (or a pandas string column) holds a message list as its Python repr: read as a standard
+    pair, the repr itself would be trained on."""
+    repr_row = {"prompt": "[{'role': 'user', 'content': 'Hi'}]", "chosen": "a", "rejected": "b"}
+    with pytest.raises(UserError, match=r"f.jsonl:line 1: field 'prompt': a list of messages written out as text"):
+        load_pairs(rows(repr_row))
+
+
+def test_messages_keep_their_other_keys_for_the_template():
+    chosen = [{"role": "assistant", "content": "", "tool_calls": [{"name": "add"}]}, {"role": "tool", "content": "4"},
+              {"role": "assistant", "content": "It is 4."}]  # fmt: skip
+    (pair,), _, _ = load_pairs(rows({"prompt": msgs(USER), "chosen": chosen, "rejected": msgs(("assistant", "5"))}))
+    assert pair.chosen[0]["tool_calls"] == [{"name": "add"}]

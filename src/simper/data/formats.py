@@ -89,7 +89,12 @@ def _normalize(row: Row, fmt: str) -> PreferencePair:
             raise UserError(f"{row.origin}: missing field {key!r}")
     if fmt == "standard":
         prompt = _string(row, "prompt", allow_empty=True)
-        return PreferencePair(prompt, _string(row, "chosen"), _string(row, "rejected"), row.origin)
+        chosen, rejected = _string(row, "chosen"), _string(row, "rejected")
+        if prompt and chosen.startswith(prompt) and rejected.startswith(prompt):  # both repeat the prompt
+            chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
+            if not chosen.strip() or not rejected.strip():
+                raise UserError(f"{row.origin}: a response holds nothing after the prompt it repeats")
+        return PreferencePair(prompt, chosen, rejected, row.origin)
     if fmt == "implicit prompt (text)":
         return _split_text_transcripts(row, _string(row, "chosen"), _string(row, "rejected"))
     if fmt == "conversational":
@@ -118,8 +123,20 @@ def load_pairs(rows: list[Row]) -> tuple[list[PreferencePair], str, Counter]:
         if pair.chosen == pair.rejected:
             drops["chosen identical to rejected"] += 1
             continue
+        if _other_turns(pair):
+            drops["with a response holding a user or system turn (the transcripts differ before their last turn)"] += 1
+            continue
         pairs.append(pair)
     return pairs, fmt, drops
+
+
+def _other_turns(pair: PreferencePair) -> bool:
+    """Whether a response holds another speaker's turn, which training would teach the model to write."""
+    if pair.is_chat:
+        return any(m["role"] in ("user", "system") for m in [*pair.chosen, *pair.rejected])
+    return pair.prompt.endswith(ASSISTANT_MARKER) and any(  # Anthropic-HH transcripts
+        "\n\nHuman:" in response for response in (pair.chosen, pair.rejected)
+    )
 
 
 def _string(row: Row, key: str, *, allow_empty: bool = False) -> str:
@@ -128,6 +145,12 @@ def _string(row: Row, key: str, *, allow_empty: bool = False) -> str:
         raise UserError(f"{row.origin}: field {key!r}: expected a string, got {_type_name(value)}")
     if not allow_empty and not value.strip():
         raise UserError(f"{row.origin}: field {key!r} is empty")
+    head = value.lstrip()[:200]
+    if head.startswith("[{") and ("'role'" in head or '"role"' in head):
+        raise UserError(
+            f"{row.origin}: field {key!r}: a list of messages written out as text (a CSV column or a string "
+            "column holds no lists); save chat data as JSON Lines or Parquet"
+        )
     return value
 
 
@@ -149,7 +172,7 @@ def message_list(row: Row, key: str) -> Messages:
         if not isinstance(message["content"], str):
             got = _type_name(message["content"])
             raise UserError(f"{where}: 'content' must be a string, got {got}")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+    return [dict(m) for m in value]  # all its keys: a template may read name, tool_calls, …
 
 
 def _chat_pair(row: Row, prompt: Messages, chosen: Messages, rejected: Messages) -> PreferencePair:
