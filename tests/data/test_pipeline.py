@@ -22,3 +22,23 @@ def test_eval_fraction_holds_out_whole_prompts():
     assert split_by_prompt(pairs[:8], 0.9, seed=3)[0]  # one prompt is always left to train on
     with pytest.raises(UserError, match="every pair has the same prompt"):
         split_by_prompt(pairs[:4], 0.5, seed=3)
+
+
+def test_a_held_out_source_that_is_a_training_source_is_refused(tmp_path):
+    """A save_to_disk folder of one dataset has no splits: ``folder`` as training data and ``folder``
+    for the held-out set (split 'test') read the same rows; a split named on it does not exist."""
+    import datasets
+
+    from simper.data.pipeline import prepare_data
+    from simper.data.sources import read_rows
+
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(4)]
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    settings = dict(tokenizer=None, split="train", eval_split="test", eval_fraction=0.0, max_length=64,
+                    max_prompt_length=32, seed=0)  # fmt: skip
+    with pytest.raises(UserError, match="reads the same rows as a training source"):
+        prepare_data([str(folder)], [str(folder)], **settings)
+    with pytest.raises(UserError, match="holds one dataset, without splits"):
+        read_rows(f"{folder}:nosuchsplit")
+    assert len(read_rows(str(folder))) == 4

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from simper.data.formats import PreferencePair, load_pairs
-from simper.data.sources import read_rows
+from simper.data.sources import read_rows, source_identity
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
 from simper.errors import UserError
 
@@ -99,6 +99,10 @@ def prepare_data(
             ) - len(kept)
         train_pairs = kept
     if eval_sources:
+        trained = {source_identity(source, split) for source in train_sources}
+        for source in eval_sources:
+            if source_identity(source, eval_split) in trained:
+                raise UserError(f"held-out data {source!r}: reads the same rows as a training source (not held out)")
         eval_pairs, _ = read_pairs(eval_sources, eval_split, report)
     elif eval_fraction > 0:
         train_pairs, eval_pairs = split_by_prompt(train_pairs, eval_fraction, seed)

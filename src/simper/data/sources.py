@@ -45,7 +45,7 @@ def read_rows(source: str, split: str = "train") -> list[Row]:
     split = named_split or split
     path = Path(name)
     if path.is_dir():
-        rows = _read_saved_dataset(path, split)
+        rows = _read_saved_dataset(path, split, bool(named_split))
     elif path.exists():
         rows = list(_read_file(path))
     elif path.suffix.lower() in FILE_TYPES or name.startswith((".", "/", "~")) or name.count("/") != 1:
@@ -135,16 +135,32 @@ def _read_parquet(path: Path) -> Iterator[Row]:
         yield Row(values, f"{path}:row {number}")
 
 
-def _read_saved_dataset(path: Path, split: str) -> list[Row]:
+def source_identity(source: str, split: str) -> tuple[str, str | None]:
+    """What a source reads, to tell two sources apart: a file or a one-dataset folder by its real path
+    (it has no splits), a folder of splits or a hub dataset by name and split."""
+    name, _, named_split = source.partition(":") if not os.path.exists(source) else (source, "", "")
+    path = Path(name)
+    if path.exists():
+        splits = path.is_dir() and (path / "dataset_dict.json").exists()
+        return os.path.realpath(path), (named_split or split) if splits else None
+    return name, named_split or split
+
+
+def _read_saved_dataset(path: Path, split: str, named: bool = False) -> list[Row]:
     import datasets
 
     if not any((path / marker).exists() for marker in ("dataset_info.json", "dataset_dict.json", "state.json")):
         raise UserError(f"{path}: is a folder, not a data file or a datasets.save_to_disk folder")
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable datasets.save_to_disk folder: {first_line(err)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise UserError(f"{path}: no split {split!r}; it has: {', '.join(loaded)}")
         loaded = loaded[split]
+    elif named:
+        raise UserError(f"{path}: holds one dataset, without splits, so there is no split {split!r} to take")
     return [Row(values, f"{path}:row {number}") for number, values in enumerate(loaded, start=1)]
 
 
