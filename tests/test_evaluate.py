@@ -94,6 +94,8 @@ def test_a_hub_baseline_is_keyed_by_the_revision_it_loads(tiny_model_dir, tmp_pa
         (repo / "refs" / "main").write_text(commit)
         keys.append(_cache_key("someone/tiny", {"num_prompts": 6}))
     assert keys[0] != keys[1] and keys[0] == keys[2]
+    (repo / "snapshots" / ("a" * 40) / "model.safetensors").touch()  # loading fetches the weights after
+    assert _cache_key("someone/tiny", {"num_prompts": 6}) == keys[0]
     rewards = []
     for commit in ("a" * 40, "b" * 40):  # a reward model on the hub, the same way
         (repo / "refs" / "main").write_text(commit)

@@ -353,32 +353,34 @@ tokens), the tokenizer and the chat template. A run's own outputs beside them (`
 ``metrics.jsonl``) are not read and do not count."""
 
 
-def _fingerprint(path: Path) -> list:
+def _fingerprint(path: Path, weights: bool = True) -> list:
     """A model folder as loading it sees it: its path, each weight file's name, size and modification
-    time (ns), and the contents of the other files it reads (:data:`MODEL_FILES`); nothing for a name
-    that is not a folder."""
+    time (ns) unless ``weights`` is off (a hub snapshot: its path names the commit, and loading adds
+    the weights to it after the key is taken), and the contents of the other files it reads
+    (:data:`MODEL_FILES`); nothing for a name that is not a folder."""
     if not path.is_dir():
         return []
-    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-    stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    files = (sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))) if weights else []
+    stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in files]
     read = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern)})
     return [str(path.resolve()), stamp, [(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in read]]
 
 
-def _model_folder(name_or_path: str) -> Path:
-    """Where loading reads the model from: its folder, or for a hub id the local snapshot of the
-    revision loading would use now (its config and tokenizer files fetched, as loading does; the
-    snapshot's folder is named by its commit, so an update upstream misses the cache). A hub id that
-    can be neither reached nor found in the local hub cache keys by its name alone."""
+def _model_folder(name_or_path: str) -> tuple[Path, bool]:
+    """Where loading reads the model from, and whether its weights are stamped in the key: its folder
+    (stamped), or for a hub id the local snapshot of the revision loading would use now (its config
+    and tokenizer files fetched, as loading does; the snapshot's folder is named by its commit, so an
+    update upstream misses the cache). A hub id that can be neither reached nor found in the local
+    hub cache keys by its name alone."""
     path = Path(name_or_path)
     if path.exists():
-        return path
+        return path, True
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name_or_path, allow_patterns=list(MODEL_FILES)))
+        return Path(snapshot_download(name_or_path, allow_patterns=list(MODEL_FILES))), False
     except (OSError, ValueError):  # offline and not cached, no such repo, not a repo id
-        return path
+        return path, False
 
 
 def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
@@ -394,7 +396,7 @@ def _cache_key(model_name: str, settings: dict[str, Any]) -> str:
         [
             CACHE_VERSION,
             model_name,
-            _fingerprint(_model_folder(models.resolve(model_name))),
+            _fingerprint(*_model_folder(models.resolve(model_name))),
             settings,
             contents,
             _reward_key(reward),
@@ -423,7 +425,7 @@ def _reward_key(reward: str | None) -> list:
         if spec is not None and spec.origin and os.path.isfile(spec.origin):
             code.append(hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest())
         return code
-    return [*code, _fingerprint(_model_folder(reward))]
+    return [*code, _fingerprint(*_model_folder(reward))]
 
 
 def evaluate_cached(model_name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

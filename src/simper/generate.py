@@ -271,7 +271,7 @@ def generate(
     per_batch = max(1, batch_size // num_samples)
     out = Generations.empty(len(prompts))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stop = stop_tokens(model, tokenizer)
+    stop = stop_tokens(model, tokenizer, chat=any(isinstance(p, list) for p in prompts))
     settings = dict(num_samples=num_samples, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature)
     settings.update(top_p=top_p, stop_loops=stop_loops)
     device = next(model.parameters()).device
@@ -300,11 +300,17 @@ def generate(
     return out
 
 
-def stop_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+def stop_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, chat: bool = False) -> set[int]:
     """The token ids that end a response: the model's generation config's EOS (one or several), else
-    the tokenizer's."""
+    the tokenizer's, and for chat prompts the token the chat template ends a turn with (training ends
+    chat responses with it; a generation config may not list it)."""
+    from simper.data.tokenize import turn_end
+
     eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
-    return {eos} if isinstance(eos, int) else set(eos)
+    stop = {eos} if isinstance(eos, int) else set(eos)
+    if chat and tokenizer.chat_template is not None:
+        stop.add(turn_end(tokenizer)[1])
+    return stop
 
 
 def resolve_backend(backend: str) -> str:
@@ -357,12 +363,16 @@ class VllmGenerator:
         from vllm import SamplingParams
 
         encoded = encode_prompts(tokenizer, prompts)
+        from simper.data.tokenize import turn_end
+
+        chat = tokenizer.chat_template is not None and any(isinstance(p, list) for p in prompts)
         params = SamplingParams(
             n=num_samples,
             temperature=temperature,
             top_p=top_p if temperature > 0 else 1.0,
             max_tokens=max_new_tokens,
             seed=seed,
+            stop_token_ids=[turn_end(tokenizer)[1]] if chat else None,  # as generate() stops, beside the EOS
         )
         start = time.perf_counter()
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)

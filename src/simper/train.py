@@ -166,8 +166,10 @@ def _warn_if_updates_round_away(accelerator: Accelerator, model: torch.nn.Module
     learning rate, and a weight keeps it only where it exceeds half the weight's rounding step."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.mixed_precision != "no":
+        return  # accelerate upcasts the weights to fp32 for FSDP's mixed precision
     low = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
     for dtype in low:
         largest = 2 * learning_rate / torch.finfo(dtype).eps
@@ -176,7 +178,7 @@ def _warn_if_updates_round_away(accelerator: Accelerator, model: torch.nn.Module
             f"warning: trainable weights in {str(dtype).removeprefix('torch.')} and no fp32 copy to update: an "
             f"AdamW step moves a weight by about the learning rate ({learning_rate:g}), which rounds away on every "
             f"weight larger than {largest:.1g} in magnitude, so training barely moves the model. Load it in "
-            "float32 (model.torch_dtype=float32) with training.mixed_precision=bf16, or launch with DeepSpeed "
+            "float32 (model.torch_dtype=float32) with training.bf16=true, or launch with DeepSpeed "
             "(configs/accelerate/zero3.yaml), which keeps fp32 weights",
         )
 

@@ -142,3 +142,18 @@ def test_messages_keep_their_other_keys_for_the_template():
               {"role": "assistant", "content": "It is 4."}]  # fmt: skip
     (pair,), _, _ = load_pairs(rows({"prompt": msgs(USER), "chosen": chosen, "rejected": msgs(("assistant", "5"))}))
     assert pair.chosen[0]["tool_calls"] == [{"name": "add"}]
+
+
+def test_none_keys_from_a_columnar_file_do_not_split_equal_turns():
+    """Arrow gives every message of a column every key another message has, None where absent: the
+    repeated user turn must still match the prompt's (else every pair was dropped)."""
+    chosen = [{"role": "user", "content": USER[1], "name": None}, {"role": "assistant", "content": "4", "name": "bot"}]
+    rejected = [{"role": "user", "content": USER[1], "name": None}, {"role": "assistant", "content": "5", "name": None}]
+    (pair,), _, drops = load_pairs(rows({"prompt": msgs(USER), "chosen": chosen, "rejected": rejected}))
+    assert not drops and pair.chosen == [{"role": "assistant", "content": "4", "name": "bot"}]
+
+
+def test_an_answer_that_is_json_data_is_not_mistaken_for_messages():
+    answer = '[{"name": "Ada", "role": "engineer"}]'
+    (pair,), _, _ = load_pairs(rows({"prompt": "List the staff as JSON.", "chosen": answer, "rejected": "[]"}))
+    assert pair.chosen == answer

@@ -22,6 +22,11 @@ def test_eval_fraction_holds_out_whole_prompts():
     assert split_by_prompt(pairs[:8], 0.9, seed=3)[0]  # one prompt is always left to train on
     with pytest.raises(UserError, match="every pair has the same prompt"):
         split_by_prompt(pairs[:4], 0.5, seed=3)
+    assert split_by_prompt(pairs[:1], 0.5, seed=3) == (pairs[:1], [])  # the caller reports what is left
+    skewed = [PreferencePair("big", f"a{i}", f"b{i}", "") for i in range(90)]
+    skewed += [PreferencePair(f"p{i}", "a", "b", "") for i in range(10)]
+    for seed in range(5):  # one prompt holds 90 of 100 pairs: it is never what a 5% split holds out
+        assert 1 <= len(split_by_prompt(skewed, 0.05, seed)[1]) <= 9
 
 
 def test_a_held_out_source_that_is_a_training_source_is_refused(tmp_path):

@@ -213,3 +213,21 @@ def test_a_response_ends_with_the_templates_end_of_turn_not_a_second_eos():
     assert done.chosen[-1] == end_of_turn and eos not in done.chosen and done.chosen.count(end_of_turn) == 1
     assert truncated.chosen == done.chosen[:-1] and end_of_turn not in truncated.chosen
     assert tokenizer.decode(done.chosen[:-1]) == "The answer is 4."
+
+
+def test_a_turn_end_that_is_special_only_among_added_tokens_ends_the_response():
+    """Llama 3's <|eot_id|> is an added special token, not EOS (<|end_of_text|>) nor listed among the
+    additional special tokens: the response must still end with it (and no EOS after)."""
+    from tokenizers import AddedToken
+
+    tokenizer = _gemma_like()
+    tokenizer.add_tokens([AddedToken("<|eot_id|>", special=True)])
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<start_of_turn>' + m['role'] + '\\n' + m['content'] + '<|eot_id|>' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>assistant\\n' }}{% endif %}"
+    )
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert eot not in tokenizer.all_special_ids
+    (pair,), _ = tokenize_pairs([chat("What is 2+2?", "The answer is 4.", "hello")], tokenizer, max_length=64,
+                                max_prompt_length=32)  # fmt: skip
+    assert pair.chosen[-1] == eot and tokenizer.eos_token_id not in pair.chosen

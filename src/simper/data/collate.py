@@ -190,7 +190,7 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         seed = self.seed
         if self.epoch:
-            seed = int.from_bytes(sha256(f"{self.seed}:{self.epoch}".encode()).digest()[:7])
+            seed = int.from_bytes(sha256(f"{self.seed}:{self.epoch}".encode()).digest()[:7], "big")
         generator = torch.Generator().manual_seed(seed)
         return iter(torch.randperm(self.size, generator=generator).tolist())
 

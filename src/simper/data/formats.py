@@ -17,6 +17,8 @@ without an end-of-turn token (teaching the model to stop mid-sentence would shor
 
 from __future__ import annotations
 
+import ast
+import json
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -93,7 +95,7 @@ def _normalize(row: Row, fmt: str) -> PreferencePair:
         if prompt and chosen.startswith(prompt) and rejected.startswith(prompt):  # both repeat the prompt
             chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
             if not chosen.strip() or not rejected.strip():
-                raise UserError(f"{row.origin}: a response holds nothing after the prompt it repeats")
+                raise UserError(f"{row.origin}: field 'chosen' or 'rejected': nothing after the prompt it repeats")
         return PreferencePair(prompt, chosen, rejected, row.origin)
     if fmt == "implicit prompt (text)":
         return _split_text_transcripts(row, _string(row, "chosen"), _string(row, "rejected"))
@@ -139,14 +141,28 @@ def _other_turns(pair: PreferencePair) -> bool:
     )
 
 
+def _messages_as_text(value: str) -> bool:
+    """Whether a string is a list of {role, content} messages written out (JSON or a Python repr)."""
+    text = value.strip()
+    if not (text.startswith("[{") and text.endswith("}]") and "role" in text[:200]):
+        return False
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return False
+    return isinstance(parsed, list) and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in parsed)
+
+
 def _string(row: Row, key: str, *, allow_empty: bool = False) -> str:
     value = row.values[key]
     if not isinstance(value, str):
         raise UserError(f"{row.origin}: field {key!r}: expected a string, got {_type_name(value)}")
     if not allow_empty and not value.strip():
         raise UserError(f"{row.origin}: field {key!r} is empty")
-    head = value.lstrip()[:200]
-    if head.startswith("[{") and ("'role'" in head or '"role"' in head):
+    if _messages_as_text(value):
         raise UserError(
             f"{row.origin}: field {key!r}: a list of messages written out as text (a CSV column or a string "
             "column holds no lists); save chat data as JSON Lines or Parquet"
@@ -172,7 +188,9 @@ def message_list(row: Row, key: str) -> Messages:
         if not isinstance(message["content"], str):
             got = _type_name(message["content"])
             raise UserError(f"{where}: 'content' must be a string, got {got}")
-    return [dict(m) for m in value]  # all its keys: a template may read name, tool_calls, …
+    # all its keys, for a template that reads name or tool_calls; None ones are Arrow's filler for keys
+    # other messages of the column have, and would make equal turns differ
+    return [{k: v for k, v in m.items() if v is not None} for m in value]
 
 
 def _chat_pair(row: Row, prompt: Messages, chosen: Messages, rejected: Messages) -> PreferencePair:

@@ -51,10 +51,12 @@ def balance_by_length(pairs: list[TokenizedPair]) -> tuple[list[TokenizedPair], 
 
 
 def split_by_prompt(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list, list]:
-    """``(train, held_out)``: whole prompts held out, drawn in a seeded order until they hold about
-    ``fraction`` of the pairs (at least one prompt, and never every one). Holding out pairs instead
+    """``(train, held_out)``: whole prompts held out, drawn in a seeded order while each brings the
+    held-out pairs nearer to ``fraction`` of all (at least one prompt, and never every one). Holding out pairs instead
     would put other pairs of the same prompt, and repeated rows, on both sides (UltraFeedback-style
     data has several pairs per prompt), and the held-out numbers would read as better than they are."""
+    if len(pairs) < 2:  # nothing to split: the caller says whether anything is left to train on
+        return pairs, []
     groups: dict[str, list[int]] = {}
     for index, pair in enumerate(pairs):
         groups.setdefault(json.dumps(pair.prompt, sort_keys=True), []).append(index)
@@ -63,10 +65,11 @@ def split_by_prompt(pairs: list[PreferencePair], fraction: float, seed: int) -> 
     keys = list(groups)
     random.Random(seed).shuffle(keys)
     target, held_out = max(1, round(fraction * len(pairs))), set()
-    for key in keys[:-1]:
-        if len(held_out) >= target:
-            break
-        held_out.update(groups[key])
+    for key in keys[:-1]:  # a prompt that overshoots the target by more than it helps is passed over
+        if len(held_out) + len(groups[key]) - target < target - len(held_out):
+            held_out.update(groups[key])
+    if not held_out:  # every prompt was too large: the smallest one
+        held_out.update(min((groups[key] for key in keys[:-1]), key=len))
     return [p for i, p in enumerate(pairs) if i not in held_out], [p for i, p in enumerate(pairs) if i in held_out]
 
 

@@ -162,8 +162,10 @@ SENTINEL = "SIMPER-RESPONSE-7f3a"
 def turn_end(tokenizer: PreTrainedTokenizerBase) -> tuple[str, int]:
     """What the chat template writes after an assistant turn's content (ChatML's ``"<|im_end|>\n"``,
     Gemma's ``"<end_of_turn>\n"``, Llama 3's ``"<|eot_id|>"``) and the token that ends the turn: the
-    first token of that text when it is a special token, else EOS. Gemma's and Llama 3's tokenizers
-    name another token EOS than the one their turns end with (and generation stops at)."""
+    first token of that text when it is a special token (Llama 3's ``<|eot_id|>`` is one only in
+    ``added_tokens_decoder``); otherwise ``("", EOS)``, and the response keeps what the template
+    wrote. Gemma's and Llama 3's tokenizers name another token EOS than the one their turns end with
+    (and generation stops at)."""
     eos = tokenizer.eos_token_id
     messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": SENTINEL}]
     from jinja2 import TemplateError
@@ -176,8 +178,11 @@ def turn_end(tokenizer: PreTrainedTokenizerBase) -> tuple[str, int]:
         return "", eos
     suffix = text.split(SENTINEL)[1]
     ids = tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
-    stop = ids[0] if ids and ids[0] in tokenizer.all_special_ids else eos
-    return suffix, stop
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special = set(tokenizer.all_special_ids) | {i for i, token in added.items() if getattr(token, "special", False)}
+    if not ids or ids[0] not in special:  # no token ends the turn (or text before it): EOS, as for text
+        return "", eos
+    return suffix, ids[0]
 
 
 def _cut(response: str, suffix: str) -> str:
