@@ -92,7 +92,8 @@ def _normalize(row: Row, fmt: str) -> PreferencePair:
     if fmt == "standard":
         prompt = _string(row, "prompt", allow_empty=True)
         chosen, rejected = _string(row, "chosen"), _string(row, "rejected")
-        if prompt and chosen.startswith(prompt) and rejected.startswith(prompt):  # both repeat the prompt
+        repeated = prompt.endswith(ASSISTANT_MARKER) and chosen.startswith(prompt) and rejected.startswith(prompt)
+        if repeated:  # HH transcripts as responses: an answer that merely starts like a short prompt stays
             chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
             if not chosen.strip() or not rejected.strip():
                 raise UserError(f"{row.origin}: field 'chosen' or 'rejected': nothing after the prompt it repeats")
