@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -331,3 +332,29 @@ def test_a_run_whose_config_cannot_be_built_stops_compare_before_any_run(tiny_mo
     args = ["compare", "--config", str(recipe), "--objectives", "dpo,simper", "--seeds", "1", "--output", str(output)]
     assert main([*args, "objective.params.beta=0.2"]) == 2  # a DPO parameter: SimPER has none
     assert "run simper seed 1" in capsys.readouterr().err and not output.exists()
+
+
+def test_compare_on_your_own_prompts_and_reward(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # each run's evaluation imports the test reward
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Tell me about tea."}, {"prompt": [{"role": "user", "content": "Name a river."}]}]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "cmp"
+    args = _compare_args(tiny_model_dir, output, "--prompts", str(prompts), "--reward", "reward_fixtures:length_reward")
+    args[args.index("--objectives") + 1], args[args.index("--seeds") + 1] = "simper", "1"
+    assert main(args) == 0
+    answers = [
+        json.loads(line) for line in (output / "simper" / "seed-1" / "generations.jsonl").read_text().splitlines()
+    ]
+    assert [a["prompt"] for a in answers] == [rows[0]["prompt"], rows[1]["prompt"]]
+    assert [a["reward"] for a in answers] == [float(len(a["response"])) for a in answers]  # the user's reward
+    assert "| simper | 1 |" in (output / "report.md").read_text()
+    assert load_config(str(output / "compare.yaml"), cls=CompareConfig).prompts == str(prompts)
+
+
+def test_a_prompt_row_the_reward_cannot_score_stops_compare_before_any_run(tiny_model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Tell me about tea."}) + "\n")  # no task: the checkers cannot score it
+    output = tmp_path / "cmp"
+    assert main(_compare_args(tiny_model_dir, output, "--prompts", str(prompts))) == 2
+    assert f"{prompts}:line 1: field 'kind'" in capsys.readouterr().err and not output.exists()

@@ -208,6 +208,39 @@ def test_eval_on_your_own_prompts_with_your_own_reward(tiny_model_dir, tmp_path,
     assert "cannot import it" in capsys.readouterr().err and not (tmp_path / "bad" / "eval.json").exists()
 
 
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "Tell me about tea."}, "field 'kind': expected 'instructions' or 'arithmetic', got None"),
+        ({"prompt": "2 + 2?", "kind": "arithmetic", "answer": "4"}, "field 'answer': expected an integer, got '4'"),
+        ({"prompt": "Hi.", "kind": "instructions", "constraints": []}, "field 'constraints': expected a non-empty"),
+        (
+            {"prompt": "Hi.", "kind": "instructions", "constraints": [{"type": "shouting"}]},
+            "field 'constraints' item 0: unknown type 'shouting'",
+        ),
+        (
+            {"prompt": "Hi.", "kind": "instructions", "constraints": [{"type": "max_words", "words": 20}]},
+            "item 0 (max_words): expected parameters ['n'], got ['words']",
+        ),
+    ],
+)
+def test_builtin_reward_refuses_prompt_rows_it_cannot_score_before_generating(
+    tiny_model_dir, tmp_path, monkeypatch, capsys, row, message
+):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation started on a prompt file the checkers cannot score")
+
+    monkeypatch.setattr("simper.evaluate.load_generator", no_generation)
+    good = {"prompt": "Say hi. Answer in fewer than 5 words.", "kind": "instructions"}
+    good["constraints"] = [{"type": "max_words", "n": 5}]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    out = tmp_path / "out"
+    assert main(["eval", str(tiny_model_dir), "--prompts", str(prompts), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"simper: error: {prompts}:line 2: ") and message in err and not out.exists()
+
+
 def test_eval_table_names_a_single_wording_once():
     from simper.cli import format_eval_table
 

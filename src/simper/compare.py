@@ -100,6 +100,11 @@ def compare(config: CompareConfig) -> Path:
         EvalConfig(model=start_model, **shared)
     except (TypeError, ValueError) as err:
         raise UserError(f"evaluation settings: {err}") from None
+    if config.prompts:  # a bad row stops the comparison here, not in every run's evaluation
+        from simper.pairs import read_prompts
+        from simper.resources import prompt_file
+
+        read_prompts(prompt_file(config.prompts), tasks=config.reward == "builtin")
     launch = config.launch()
     specs = plan(config.objectives, config.seeds, config.tune_baselines)
     output = Path(config.output)

@@ -100,7 +100,11 @@ def evaluate_model(
     tokenizer = models.load_tokenizer(model_name, trust_remote_code=trust_remote_code)
     held_out, _ = read_pairs(pairs or [str(HELDOUT_PAIRS)], "test", [])
     held_out = held_out[:num_pairs] if num_pairs > 0 else held_out
-    tasks = read_prompts(prompts) if prompts else builtin_prompts(num_prompts, seed, prompt_split)
+    tasks = (
+        read_prompts(prompts, tasks=reward == "builtin")
+        if prompts
+        else builtin_prompts(num_prompts, seed, prompt_split)
+    )
     reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)  # before any generation
     generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
     messages = [as_messages(task["prompt"]) for task in tasks]

@@ -23,19 +23,25 @@ from simper.diversity import is_looping
 from simper.errors import UserError
 from simper.generate import load_generator, repeats
 from simper.rewards import load_reward
-from simper.tasks import make_tasks
+from simper.tasks import make_tasks, task_problem
 
 CHUNK = 256  # prompts generated per round
 
 
-def read_prompts(path: str) -> list[dict[str, Any]]:
+def read_prompts(path: str, *, tasks: bool = False) -> list[dict[str, Any]]:
     """Prompt rows from any source ``read_rows`` reads: ``prompt`` a string or a message list; other
-    fields (a built-in task's ``kind``, ``constraints``, ``answer``) are kept."""
+    fields (a built-in task's ``kind``, ``constraints``, ``answer``) are kept. With ``tasks`` (the
+    ``builtin`` reward scores them) every row must be a built-in task the checkers can score."""
     prompts = []
     for row in read_rows(path):
         prompt = row.values.get("prompt")
         if not isinstance(prompt, str | list) or not prompt:
             raise UserError(f"{row.origin}: field 'prompt': expected a string or a list of messages")
+        if tasks and (problem := task_problem(row.values)):
+            raise UserError(
+                f"{row.origin}: {problem} (the builtin reward scores built-in task rows only; give --reward "
+                "module:function or a reward model for other prompts)"
+            )
         if isinstance(prompt, list):
             prompt = message_list(row, "prompt")
             if prompt[-1]["role"] == "assistant":
@@ -150,7 +156,11 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
         samples drawn, of which cut off (at the cap or in a loop), of which caught in a loop.
     """
     c = config
-    rows = read_prompts(c.prompts) if c.prompts else make_tasks(c.num_prompts, seed=c.seed, split=c.split)
+    rows = (
+        read_prompts(c.prompts, tasks=c.reward == "builtin")
+        if c.prompts
+        else make_tasks(c.num_prompts, seed=c.seed, split=c.split)
+    )
     reward_name, reward_fn = load_reward(c.reward, trust_remote_code=c.trust_remote_code)
     out = Path(c.output)
     seen_path = out.with_name(out.name + ".seen")  # every prompt handled, ties included: what resume skips

@@ -122,3 +122,20 @@ def _solve(prompt: str, n: list[int]) -> int:
     if any(w in text for w in ("gives away", "uses", "lost")):
         return n[0] - n[1]
     return n[0] + n[1]
+
+
+def test_handwritten_prompts_are_scorable_tasks_in_wording_no_generator_sentence_uses():
+    from simper.pairs import read_prompts
+    from simper.resources import prompt_file
+
+    rows = read_prompts(prompt_file("handwritten"), tasks=True)  # every row a task the checkers can score
+    assert len(rows) == 96 and len({r["id"] for r in rows}) == 96 and len({r["prompt"] for r in rows}) == 96
+    assert sum(r["kind"] == "arithmetic" for r in rows) == 32 and {r["phrasing"] for r in rows} == {"unseen"}
+    # every sentence the generator can write, training's and held-out alike, with any parameter filled in
+    sentences = [p for c in CONSTRAINTS.values() for p in c.phrasings] + instructions.TASKS + instructions.HELDOUT_TASKS
+    sentences += [w for both in arithmetic.WORDINGS.values() for side in both for w in side]
+    sentences += [ask for side in arithmetic.ANSWER_ASKS for ask in side]
+    patterns = [re.compile(".+?".join(map(re.escape, re.split(r"\{\w+\}", s))), re.I) for s in sentences]
+    for row in rows:
+        assert not any(pattern.search(row["prompt"]) for pattern in patterns), row["prompt"]
+        assert not row["prompt"].startswith(("Requirements:", "Here is what I need."))  # the generator's framings

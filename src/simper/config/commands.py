@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simper.config.fields import check_choices, choice_option, option
+from simper.resources import prompt_file
 
 BACKENDS = ("auto", "transformers", "vllm")
 PROMPT_SPLITS = ("train", "heldout", "heldout-phrasing")
@@ -61,7 +62,9 @@ class EvalConfig:
     baseline: str | None = option(None, "model to compare against (its evaluation is cached)")
     output: str | None = option(None, "folder for the results (default: the model folder, else runs/eval-NAME)")
     prompts: str | None = option(
-        None, "prompt file (built-in task rows, or any rows with 'prompt' given a reward); default: built-in prompts"
+        None,
+        "prompt file (built-in task rows, or any rows with 'prompt' given a reward), or 'handwritten' (96 prompts "
+        "written by hand, in wording the built-in generator never uses); default: built-in prompts",
     )
     num_prompts: int = option(100, "built-in held-out prompts")
     pairs: list[str] = option([], "held-out pair files: is the chosen answer likelier? (default: the shipped ones)")
@@ -94,6 +97,8 @@ class EvalConfig:
         if not self.model:
             raise ValueError("model: the model to evaluate is required (simper eval MODEL)")
         check_choices(self)
+        if self.prompts:
+            self.prompts = prompt_file(self.prompts)
 
     def settings(self) -> dict[str, Any]:
         """What decides the results (what a cached baseline evaluation is keyed by)."""
@@ -157,11 +162,22 @@ class CompareConfig(RunsConfig):
     objectives: list[str] = option(["simper", "dpo", "simpo", "ipo"], "objectives to train")
     seeds: list[int] = option([1, 2, 3], "training seeds; on the command line also a count: --seeds 3 = 1,2,3")
     tune_baselines: bool = option(False, "also run a small grid of each baseline's own hyperparameters")
+    prompts: str | None = option(
+        None,
+        "prompt file every evaluation answers instead of the built-in held-out prompts (built-in task rows, or any "
+        "rows with 'prompt' given a reward), or 'handwritten' (96 prompts written by hand)",
+    )
+    reward: str = option(
+        "builtin", "what scores the answers: builtin (the task checkers), module:function, or a reward-model folder"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.objectives or not self.seeds:
             raise ValueError("objectives and seeds: at least one of each")
+
+    def evaluation(self) -> dict[str, Any]:
+        return {**super().evaluation(), "prompts": self.prompts, "reward": self.reward}
 
 
 @dataclass

@@ -7,6 +7,7 @@ with ``constraints`` for instruction tasks and ``answer`` for arithmetic ones.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,35 @@ def make_tasks(count: int, *, seed: int = 0, split: str = "train", math_fraction
     if len(tasks) < count:
         raise ValueError(f"only {len(tasks)} distinct {split} prompts could be drawn, {count} asked")
     return tasks
+
+
+def task_problem(row: dict[str, Any]) -> str | None:
+    """What keeps ``row`` from being a built-in task the checkers can score (a field and why), or None.
+
+    A row of a prompt file scored by the ``builtin`` reward must say its ``kind``: ``arithmetic`` with
+    an integer ``answer``, or ``instructions`` with ``constraints``, each a known ``type`` with exactly
+    the parameters its checker takes."""
+    kind = row.get("kind")
+    if kind == "arithmetic":
+        answer = row.get("answer")
+        if not isinstance(answer, int) or isinstance(answer, bool):
+            return f"field 'answer': expected an integer, got {answer!r}"
+        return None
+    if kind != "instructions":
+        return f"field 'kind': expected 'instructions' or 'arithmetic', got {kind!r}"
+    constraints = row.get("constraints")
+    if not isinstance(constraints, list) or not constraints:
+        return "field 'constraints': expected a non-empty list of constraints"
+    for index, constraint in enumerate(constraints):
+        name = constraint.get("type") if isinstance(constraint, dict) else None
+        if name not in instructions.CONSTRAINTS:
+            return f"field 'constraints' item {index}: unknown type {name!r}"
+        expected = set(inspect.signature(instructions.CONSTRAINTS[name].check).parameters) - {"text"}
+        given = set(constraint) - {"type"}
+        if given != expected:
+            wanted = f"expected parameters {sorted(expected)}, got {sorted(given)}"
+            return f"field 'constraints' item {index} ({name}): {wanted}"
+    return None
 
 
 @dataclass(frozen=True)
