@@ -34,7 +34,6 @@ from simper.checkpoints import (
     save_checkpoint,
 )
 from simper.config import TrainConfig, save_config
-from simper.config.train import TrainingConfig
 from simper.console import Progress, flatten, log, warn_if_off_policy
 from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
@@ -63,7 +62,7 @@ class Run:
     scheduler: Any
     sampler: EpochSampler
     train_loader: DataLoader
-    eval_loader: DataLoader | None
+    eval_batches: HeldOutBatches | None
     total_steps: int
     steps_per_epoch: int
     data_report: list[str]
@@ -123,7 +122,11 @@ def setup(config: TrainConfig) -> Run:
     optimizer = build_optimizer(policy, t, accelerator.device)
     policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
     _warn_if_updates_round_away(accelerator, model, t.learning_rate)
-    eval_loader = _eval_loader(data.eval, t, collate, accelerator) if data.eval and t.eval_steps >= 0 else None
+    eval_batches = (
+        HeldOutBatches(data.eval, t.per_device_eval_batch_size, collate, accelerator)
+        if data.eval and t.eval_steps >= 0
+        else None
+    )
     if objective.needs_reference and config.lora.r > 0:
         reference = AdaptersOff(policy)  # the base under the adapters: no second copy of the model
 
@@ -141,7 +144,7 @@ def setup(config: TrainConfig) -> Run:
         scheduler=accelerator.prepare(_scheduler(optimizer, t, total_steps, accelerator.num_processes)),
         sampler=sampler,
         train_loader=train_loader,
-        eval_loader=eval_loader,
+        eval_batches=eval_batches,
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         data_report=data.report,
@@ -183,9 +186,27 @@ def _warn_if_updates_round_away(accelerator: Accelerator, model: torch.nn.Module
         )
 
 
-def _eval_loader(pairs: list, t: TrainingConfig, collate: PairCollator, accelerator: Accelerator) -> DataLoader:
-    loader = DataLoader(pairs, batch_size=t.per_device_eval_batch_size, shuffle=False, collate_fn=collate)
-    return accelerator.prepare(loader)
+class HeldOutBatches:
+    """This process's share of the held-out pairs, each pair on exactly one process, in batches of
+    ``size``; ``(batch, counted)`` per batch. A process with fewer batches than the most gets filler
+    batches (``counted`` False) so that every process runs as many forwards, which ZeRO-3 and DDP need.
+    (accelerate's prepared loader instead repeats pairs to even the last batch out, and those repeats
+    were counted: 5 of 75 held-out pairs twice on 2 processes.)"""
+
+    def __init__(self, pairs: list, size: int, collate: PairCollator, accelerator: Accelerator) -> None:
+        world, rank = accelerator.num_processes, accelerator.process_index
+        share = pairs[rank::world]
+        most = math.ceil(math.ceil(len(pairs) / world) / size)  # batches of the process with the most pairs
+        self.chunks = [(share[i : i + size], True) for i in range(0, len(share), size)]
+        self.chunks += [(pairs[:1], False)] * (most - len(self.chunks))
+        self.collate, self.device = collate, accelerator.device
+
+    def __iter__(self):
+        for chunk, counted in self.chunks:
+            yield self.collate(chunk).to(self.device), counted
+
+    def __len__(self) -> int:
+        return len(self.chunks)
 
 
 def _prepare_data(config: TrainConfig, tokenizer: Any):
@@ -318,7 +339,7 @@ def fit(run: Run) -> None:
     metrics_path = run.output_dir / "metrics.jsonl"
     progress = Progress(run)
     previous_handlers = install_stop_handlers(run)
-    if run.eval_loader is not None and run.step == 0:
+    if run.eval_batches is not None and run.step == 0:
         start = evaluate(run)
         _write_metrics(run, metrics_path, {"step": 0, **start})
         run.final_metrics.update({f"start/{k}": v for k, v in start.items()})
@@ -431,7 +452,7 @@ def _after_step(run: Run, record: dict[str, Any], metrics_path: Path) -> None:
             f"{run.step}); stopped. Lower training.learning_rate or check the data; the last checkpoint "
             f"in {run.output_dir / CHECKPOINTS} is intact"
         )
-    if run.eval_loader is not None and t.eval_steps and run.step % t.eval_steps == 0:
+    if run.eval_batches is not None and t.eval_steps and run.step % t.eval_steps == 0:
         _write_metrics(run, metrics_path, {"step": run.step, **evaluate(run)})
     if (t.save_steps and run.step % t.save_steps == 0) or run.stop_requested:
         save_checkpoint(run)
@@ -447,7 +468,7 @@ def _after_step(run: Run, record: dict[str, Any], metrics_path: Path) -> None:
 def _final_evaluation(run: Run, metrics_path: Path) -> None:
     """The held-out metrics at the last step (evaluated now unless the schedule just did), logged
     beside the start's."""
-    if run.eval_loader is None:
+    if run.eval_batches is None:
         return
     t = run.config.training
     evaluated_now = t.eval_steps and run.step % t.eval_steps == 0
@@ -467,10 +488,10 @@ def evaluate(run: Run) -> dict[str, float]:
     run.policy.eval()
     params = dict(run.config.objective.params)
     totals: dict[str, torch.Tensor] = {}
-    for batch in run.eval_loader:
+    for batch, counted in run.eval_batches:
         _, stats = preference_step(run.policy, run.reference, run.objective, params, batch)
-        for key, value in stats.items():
-            totals[key] = totals.get(key, 0.0) + value
+        for key, value in stats.items():  # a filler batch adds zeros: every process reduces the same keys
+            totals[key] = totals.get(key, 0.0) + (value if counted else value * 0)
     run.policy.train()
     reduced = reduce_totals(run.accelerator, totals, None)
     return {f"eval/{k}": v for k, v in summarize(reduced).items()}
