@@ -233,6 +233,14 @@ def test_falcon_with_alibi_gets_separate_rows_and_with_rope_shared_prompt():
     assert attention.layout_for(alibi, "shared-prompt") == "separate"
 
 
+def test_a_remote_code_alibi_config_gets_separate_rows():
+    """Jais (remote code) takes position_ids and says ALiBi as ``position_embedding_type``."""
+    model = _model("llama-tied", "sdpa")
+    assert attention.layout_for(model, "shared-prompt") == "shared-prompt"
+    model.config.position_embedding_type = "alibi"
+    assert attention.layout_for(model, "shared-prompt") == "separate"
+
+
 def test_an_unknown_kernel_is_never_handed_a_custom_mask():
     model = _model("llama-tied", "sdpa")
     model.config._attn_implementation = "kernels-community/some-attention"

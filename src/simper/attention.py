@@ -120,13 +120,14 @@ def windowed_layers(config, longest: int | None = None) -> str:
 
 def column_positions(model: nn.Module) -> str:
     """Why ``model`` places tokens by their column in the row rather than by the ``position_ids`` it is
-    given, in words (``""`` when it reads them): an ALiBi bias (MPT, BLOOM, Falcon with ``alibi``)
+    given, in words (``""`` when it reads them): an ALiBi bias (MPT, BLOOM, Falcon with ``alibi``, remote-code
+    models whose config says ``position_embedding_type: alibi``, as Jais)
     or learned positions looked up by index (the decoders of BART, Marian, Pegasus, TrOCR, …). The
     shared-prompt layout puts the rejected response after the chosen one in the row and counts on
     its positions continuing from the prompt."""
     config = text_config(getattr(model, "config", None))
-    if getattr(config, "alibi", False):
-        return f"{type(model).__name__} biases attention by column (ALiBi)"
+    if getattr(config, "alibi", False) or getattr(config, "position_embedding_type", None) == "alibi":
+        return f"{type(model).__name__} biases attention by column (ALiBi)"  # the second: remote code (Jais)
     forward = getattr(model, "forward", None)
     if forward is not None and "position_ids" not in inspect.signature(forward).parameters:
         return f"{type(model).__name__} takes no position_ids (it reads positions from the column)"
