@@ -222,6 +222,14 @@ def test_eval_on_your_own_prompts_with_your_own_reward(tiny_model_dir, tmp_path,
             {"prompt": "Hi.", "kind": "instructions", "constraints": [{"type": "max_words", "words": 20}]},
             "item 0 (max_words): expected parameters ['n'], got ['words']",
         ),
+        (
+            {"prompt": "Hi.", "kind": "instructions", "constraints": [{"type": "max_words", "n": "30"}]},
+            "item 0 (max_words): parameter 'n': expected a whole number ≥ 0, got '30'",
+        ),
+        (
+            {"prompt": "Hi.", "kind": "instructions", "constraints": [{"type": "include_keywords", "words": "light"}]},
+            "parameter 'words': expected a non-empty list of words, got 'light'",
+        ),
     ],
 )
 def test_builtin_reward_refuses_prompt_rows_it_cannot_score_before_generating(

@@ -491,7 +491,7 @@ def evaluate(run: Run) -> dict[str, float]:
     for batch, counted in run.eval_batches:
         _, stats = preference_step(run.policy, run.reference, run.objective, params, batch)
         for key, value in stats.items():  # a filler batch adds zeros: every process reduces the same keys
-            totals[key] = totals.get(key, 0.0) + (value if counted else value * 0)
+            totals[key] = totals.get(key, 0.0) + (value if counted else torch.zeros_like(value))
     run.policy.train()
     reduced = reduce_totals(run.accelerator, totals, None)
     return {f"eval/{k}": v for k, v in summarize(reduced).items()}

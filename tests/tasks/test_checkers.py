@@ -139,3 +139,21 @@ def test_handwritten_prompts_are_scorable_tasks_in_wording_no_generator_sentence
     for row in rows:
         assert not any(pattern.search(row["prompt"]) for pattern in patterns), row["prompt"]
         assert not row["prompt"].startswith(("Requirements:", "Here is what I need."))  # the generator's framings
+
+
+def test_arrow_none_filler_in_a_constraint_is_ignored_by_validation_and_checker():
+    from simper.tasks import task_problem
+
+    # a Parquet or hub-dataset column gives every constraint every key, the missing ones as None
+    row = {"kind": "instructions", "prompt": "Hi.", "constraints": [{"type": "max_words", "n": 5, "words": None}]}
+    assert task_problem(row) is None
+    assert score(row, "one two three").reward == 1.0 and score(row, "one two three four five six").reward == 0.0
+
+
+def test_a_file_named_like_a_shipped_prompt_set_is_read_as_the_file(tmp_path, monkeypatch):
+    from simper.resources import HANDWRITTEN_PROMPTS, prompt_file
+
+    assert prompt_file("handwritten") == str(HANDWRITTEN_PROMPTS)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "handwritten").write_text("")
+    assert prompt_file("handwritten") == "handwritten"

@@ -14,5 +14,8 @@ SHIPPED_PROMPTS = {"handwritten": HANDWRITTEN_PROMPTS}
 
 
 def prompt_file(name_or_path: str) -> str:
-    """A shipped prompt set's file for its name (``handwritten``), else the path as given."""
-    return str(SHIPPED_PROMPTS.get(name_or_path, name_or_path))
+    """A shipped prompt set's file for its name (``handwritten``), unless a file of that name is
+    there; else the path as given."""
+    if name_or_path in SHIPPED_PROMPTS and not Path(name_or_path).exists():
+        return str(SHIPPED_PROMPTS[name_or_path])
+    return name_or_path

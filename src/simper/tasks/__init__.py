@@ -77,11 +77,31 @@ def task_problem(row: dict[str, Any]) -> str | None:
         if name not in instructions.CONSTRAINTS:
             return f"field 'constraints' item {index}: unknown type {name!r}"
         expected = set(inspect.signature(instructions.CONSTRAINTS[name].check).parameters) - {"text"}
-        given = set(constraint) - {"type"}
-        if given != expected:
+        given = instructions.parameters(constraint)  # without Arrow's None filler (Parquet, hub datasets)
+        if set(given) != expected:
             wanted = f"expected parameters {sorted(expected)}, got {sorted(given)}"
             return f"field 'constraints' item {index} ({name}): {wanted}"
+        for key, value in given.items():
+            if not PARAMETER_TYPES[key](value):
+                said = f"parameter {key!r}: {PARAMETER_SAYS[key]}, got {value!r}"
+                return f"field 'constraints' item {index} ({name}): {said}"
     return None
+
+
+PARAMETER_TYPES = {
+    "n": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "words": lambda v: isinstance(v, list) and bool(v) and all(isinstance(w, str) and w for w in v),
+    "phrase": lambda v: isinstance(v, str) and bool(v.strip()),
+    "word": lambda v: isinstance(v, str) and bool(v.strip()),
+    "letter": lambda v: isinstance(v, str) and len(v) == 1,
+}
+PARAMETER_SAYS = {
+    "n": "expected a whole number ≥ 0",
+    "words": "expected a non-empty list of words",
+    "phrase": "expected a non-empty string",
+    "word": "expected a non-empty string",
+    "letter": "expected a single letter",
+}
 
 
 @dataclass(frozen=True)

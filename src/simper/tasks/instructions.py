@@ -464,6 +464,11 @@ def describe(constraint: dict[str, Any], phrasing: int = 0) -> str:
     return CONSTRAINTS[constraint["type"]].phrasings[phrasing].format(**fields)
 
 
+def parameters(constraint: dict[str, Any]) -> dict[str, Any]:
+    """A constraint's parameters: its keys but ``type``, without None values (Arrow gives every
+    constraint of a Parquet or hub-dataset column every key, the ones it lacks as None)."""
+    return {k: v for k, v in constraint.items() if k != "type" and v is not None}
+
+
 def check(constraint: dict[str, Any], response: str) -> bool:
-    params = {k: v for k, v in constraint.items() if k != "type"}
-    return bool(CONSTRAINTS[constraint["type"]].check(response, **params))
+    return bool(CONSTRAINTS[constraint["type"]].check(response, **parameters(constraint)))
