@@ -247,6 +247,7 @@ def test_builtin_reward_refuses_prompt_rows_it_cannot_score_before_generating(
     assert main(["eval", str(tiny_model_dir), "--prompts", str(prompts), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"simper: error: {prompts}:line 2: ") and message in err and not out.exists()
+    assert ("give --reward module:function" in err) == ("kind" not in row)  # the hint only where it helps
 
 
 def test_eval_table_names_a_single_wording_once():

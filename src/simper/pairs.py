@@ -38,10 +38,13 @@ def read_prompts(path: str, *, tasks: bool = False) -> list[dict[str, Any]]:
         if not isinstance(prompt, str | list) or not prompt:
             raise UserError(f"{row.origin}: field 'prompt': expected a string or a list of messages")
         if tasks and (problem := task_problem(row.values)):
-            raise UserError(
-                f"{row.origin}: {problem} (the builtin reward scores built-in task rows only; give --reward "
-                "module:function or a reward model for other prompts)"
+            hint = (
+                " (the builtin reward scores built-in task rows only; give --reward module:function or a reward "
+                "model for other prompts)"
+                if "kind" not in row.values
+                else ""
             )
+            raise UserError(f"{row.origin}: {problem}{hint}")
         if isinstance(prompt, list):
             prompt = message_list(row, "prompt")
             if prompt[-1]["role"] == "assistant":
