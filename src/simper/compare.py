@@ -97,14 +97,13 @@ def compare(config: CompareConfig) -> Path:
     # the recipe's held-out pairs (default: the shipped held-out set); a bad setting fails here too
     shared = {**config.evaluation(), "baseline": start_model, "pairs": list(base.data.eval)}
     try:
-        EvalConfig(model=start_model, **shared)
+        evaluation = EvalConfig(model=start_model, **shared)
     except (TypeError, ValueError) as err:
         raise UserError(f"evaluation settings: {err}") from None
-    if config.prompts:  # a bad row stops the comparison here, not in every run's evaluation
+    if evaluation.prompts:  # a bad row stops the comparison here, not in every run's evaluation
         from simper.pairs import read_prompts
-        from simper.resources import prompt_file
 
-        read_prompts(prompt_file(config.prompts), tasks=config.reward == "builtin")
+        read_prompts(evaluation.prompts, tasks=evaluation.reward == "builtin")
     launch = config.launch()
     specs = plan(config.objectives, config.seeds, config.tune_baselines)
     output = Path(config.output)

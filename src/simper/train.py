@@ -35,7 +35,7 @@ from simper.checkpoints import (
 )
 from simper.config import TrainConfig, save_config
 from simper.console import Progress, flatten, log, warn_if_off_policy
-from simper.data.collate import EpochSampler, PairCollator, PreferenceBatch
+from simper.data.collate import EpochSampler, HeldOutBatches, PairCollator, PreferenceBatch
 from simper.data.pipeline import prepare_data
 from simper.errors import UserError
 from simper.logprobs import AdaptersOff, FrozenReference, Reference, SequenceLogpsModel
@@ -123,7 +123,14 @@ def setup(config: TrainConfig) -> Run:
     policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
     _warn_if_updates_round_away(accelerator, model, t.learning_rate)
     eval_batches = (
-        HeldOutBatches(data.eval, t.per_device_eval_batch_size, collate, accelerator)
+        HeldOutBatches(
+            data.eval,
+            t.per_device_eval_batch_size,
+            collate,
+            accelerator.num_processes,
+            accelerator.process_index,
+            accelerator.device,
+        )
         if data.eval and t.eval_steps >= 0
         else None
     )
@@ -184,29 +191,6 @@ def _warn_if_updates_round_away(accelerator: Accelerator, model: torch.nn.Module
             "float32 (model.torch_dtype=float32) with training.bf16=true, or launch with DeepSpeed "
             "(configs/accelerate/zero3.yaml), which keeps fp32 weights",
         )
-
-
-class HeldOutBatches:
-    """This process's share of the held-out pairs, each pair on exactly one process, in batches of
-    ``size``; ``(batch, counted)`` per batch. A process with fewer batches than the most gets filler
-    batches (``counted`` False) so that every process runs as many forwards, which ZeRO-3 and DDP need.
-    (accelerate's prepared loader instead repeats pairs to even the last batch out, and those repeats
-    were counted: 5 of 75 held-out pairs twice on 2 processes.)"""
-
-    def __init__(self, pairs: list, size: int, collate: PairCollator, accelerator: Accelerator) -> None:
-        world, rank = accelerator.num_processes, accelerator.process_index
-        share = pairs[rank::world]
-        most = math.ceil(math.ceil(len(pairs) / world) / size)  # batches of the process with the most pairs
-        self.chunks = [(share[i : i + size], True) for i in range(0, len(share), size)]
-        self.chunks += [(pairs[:1], False)] * (most - len(self.chunks))
-        self.collate, self.device = collate, accelerator.device
-
-    def __iter__(self):
-        for chunk, counted in self.chunks:
-            yield self.collate(chunk).to(self.device), counted
-
-    def __len__(self) -> int:
-        return len(self.chunks)
 
 
 def _prepare_data(config: TrainConfig, tokenizer: Any):
