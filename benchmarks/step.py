@@ -19,9 +19,11 @@ machine. The output file is replaced by this run's results (one run, one file), 
 and the allocator setting (``MALLOC_MMAP_THRESHOLD_``) it ran under.
 
 Contenders:
-  simper         our step as `simper train` runs it: shared-prompt rows, padding-free, response-only chunked logits
+  simper         our step as `simper train` runs it: shared-prompt rows, padding-free on CPU (padded on
+                 a GPU), response-only chunked logits
   simper-compiled  the same with `training.compile` (torch.compile of each decoder layer; its warm-up step compiles)
   simper-padded  our step with shared-prompt rows padded into one call
+  simper-padding-free  our step with one call per shared-prompt row, on any device
   simper-plain   our step with separate [prompt, chosen] / [prompt, rejected] rows padded into one call
   trl-cpo-simpo  TRL CPOTrainer, loss_type=simpo, cpo_alpha=0
   trl-dpo        TRL DPOTrainer, sigmoid loss, with its reference model
@@ -43,7 +45,10 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDERS = ("simper", "simper-compiled", "simper-padded", "simper-plain", "trl-cpo-simpo", "trl-dpo", "sft")
+CONTENDERS = (
+    "simper", "simper-compiled", "simper-padded", "simper-padding-free", "simper-plain",
+    "trl-cpo-simpo", "trl-dpo", "sft",
+)  # fmt: skip
 DATA = ("fixed-256", "fixed-512", "mixed")  # and any fixed-N: prompt, chosen and rejected N tokens each
 PAIRS_PER_STEP = 4
 OVER_CAP = 3  # a child's exit status when its memory passed --memory-cap-gb
@@ -158,7 +163,7 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
 
     from simper.attention import layout_for
     from simper.config import TrainingConfig
-    from simper.data.collate import PairCollator
+    from simper.data.collate import PairCollator, padding_free_on
     from simper.logprobs import SequenceLogpsModel
     from simper.models import compile_layers
     from simper.objectives import get_objective
@@ -175,7 +180,10 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
         collate = PairCollator(tokenizer.pad_token_id, "separate", padding_free=False)
     else:
         layout = layout_for(model, "separate" if args.contender == "simper-plain" else "shared-prompt")
-        padding_free = args.contender in ("simper", "simper-compiled")
+        # `simper` batches as `simper train` does on this device (padding-free on CPU, padded on a GPU)
+        padding_free = args.contender == "simper-padding-free" or (
+            args.contender in ("simper", "simper-compiled") and padding_free_on(device)
+        )
         collate = PairCollator(tokenizer.pad_token_id, layout, padding_free=padding_free)
         if args.contender == "simper-compiled":
             compile_layers(model)
@@ -298,7 +306,11 @@ def _sync(device: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--contenders",
+        default=",".join(c for c in CONTENDERS if c != "simper-padding-free"),  # on a CPU, that is `simper`
+        help=f"comma list of {', '.join(CONTENDERS)}",
+    )
     parser.add_argument("--data", default=",".join(DATA), help=f"comma list of {', '.join(DATA)}")
     parser.add_argument("--gradient-checkpointing", choices=("off", "on", "both"), default="both")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (after the warm-up)")

@@ -94,9 +94,37 @@ def test_gpu_check_says_it_needs_a_gpu_on_a_machine_without_one():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True)
     assert done.returncode == 2 and "no CUDA device here" in done.stderr
     parts = _module("gpu_check").parts("tiny-random-llama", Path("out"))
-    for _, command, _, _ in parts:  # every script and test file it runs exists; the limits fit 8 minutes
+    for _, command, _, _ in parts:  # every script and test file it runs exists; the limits fit 9 minutes
         assert Path(command[1] if command[1] != "-m" else command[-1]).exists(), command
-    assert sum(limit for *_, limit in parts) <= 8 * 60
+    assert sum(limit for *_, limit in parts) <= 9 * 60
+    step = next(command for _, command, _, _ in parts if command[1].endswith("step.py"))
+    assert set(step[step.index("--contenders") + 1].split(",")) <= set(_module("step").CONTENDERS)
+
+
+def test_gpu_check_measures_a_shape_with_random_weights(tiny_model_dir, tmp_path):
+    """For a GPU machine the weights cannot reach: the config and tokenizer alone make the model."""
+    from simper.models import load_model, load_tokenizer
+
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (shape / name).write_bytes((tiny_model_dir / name).read_bytes())
+    folder = _module("gpu_check").random_weights(str(shape), tmp_path / "random")
+    model = load_model(folder)
+    assert model.config.hidden_size == load_model(str(tiny_model_dir)).config.hidden_size
+    assert load_tokenizer(folder).get_vocab() == load_tokenizer(str(tiny_model_dir)).get_vocab()
+
+
+def test_kernels_bf16_rows_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """On CPU (eager and sdpa; flex is for the GPU): fp32 agrees to rounding, bf16 within its own."""
+    output = tmp_path / "kernels.jsonl"
+    command = [sys.executable, str(ROOT / "benchmarks" / "kernels_bf16.py"), "--model", str(tiny_model_dir)]
+    done = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 2 * 3 * 2 * 2  # kernels × precisions × layouts × batchings
+    assert all(r["max_abs_gap"] < 1e-4 for r in rows if r["precision"] == "fp32")
+    assert all(0 < r["max_abs_gap"] < 0.1 for r in rows if r["precision"] != "fp32")  # bf16 rounds, a little
 
 
 def test_longest_search_doubles_then_halves_to_the_step(tmp_path, monkeypatch):

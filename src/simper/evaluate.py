@@ -30,7 +30,7 @@ import torch
 from simper import models
 from simper.attention import layout_for
 from simper.config import EvalConfig
-from simper.data.collate import PairCollator
+from simper.data.collate import PairCollator, padding_free_on
 from simper.data.pipeline import read_pairs
 from simper.data.tokenize import TokenizedPair, tokenize_pairs
 from simper.diversity import degeneration, is_looping, sample_diversity
@@ -236,11 +236,11 @@ def score_ids(
     values = [(0.0, 0)] * len(responses)
     todo = [i for i, response in enumerate(responses) if response]
     longest = max((len(prompts[i]) + len(responses[i]) for i in todo), default=0)
-    collate = PairCollator(0, layout_for(model, "shared-prompt", longest))
+    device = next(model.parameters()).device
+    collate = PairCollator(0, layout_for(model, "shared-prompt", longest), padding_free_on(device))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]  # the rejected slot holds one token, not read
-        batch = collate([TokenizedPair(prompts[i], responses[i], responses[i][:1]) for i in chunk])
-        batch = batch.to(next(model.parameters()).device)
+        batch = collate([TokenizedPair(prompts[i], responses[i], responses[i][:1]) for i in chunk]).to(device)
         sums, counts = sequence_logps(model, batch)
         for i, total, count in zip(chunk, sums.tolist(), counts.tolist(), strict=False):
             values[i] = (total, int(count))
@@ -292,10 +292,11 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
         return {}
     longest = 1024  # prompt + response tokens of a held-out pair, the prompt at most half of them
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=longest, max_prompt_length=longest // 2)
-    collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt", longest))
+    device = next(model.parameters()).device
+    collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt", longest), padding_free_on(device))
     chosen, rejected = [], []
     for start in range(0, len(tokenized), batch_size):
-        batch = collate(tokenized[start : start + batch_size]).to(next(model.parameters()).device)
+        batch = collate(tokenized[start : start + batch_size]).to(device)
         half = batch.num_pairs
         sums, counts = sequence_logps(model, batch)
         chosen += (sums[:half] / counts[:half]).tolist()

@@ -35,7 +35,7 @@ from simper.checkpoints import (
 )
 from simper.config import TrainConfig, save_config
 from simper.console import Progress, flatten, log, warn_if_off_policy
-from simper.data.collate import EpochSampler, HeldOutBatches, PairCollator, PreferenceBatch
+from simper.data.collate import EpochSampler, HeldOutBatches, PairCollator, PreferenceBatch, padding_free_on
 from simper.data.pipeline import prepare_data
 from simper.errors import UserError
 from simper.logprobs import AdaptersOff, FrozenReference, Reference, SequenceLogpsModel
@@ -113,8 +113,9 @@ def setup(config: TrainConfig) -> Run:
         wrapped = SequenceLogpsModel(reference_model, t.logits_chunk_size)
         reference = FrozenReference(accelerator.prepare_model(wrapped, evaluation_mode=True))
 
+    padding_free = padding_free_on(accelerator.device) if t.padding_free is None else t.padding_free
     collate = PairCollator(
-        tokenizer.pad_token_id, attention.layout_for(model, t.layout, config.data.max_length), t.padding_free
+        tokenizer.pad_token_id, attention.layout_for(model, t.layout, config.data.max_length), padding_free
     )
     sampler = EpochSampler(len(data.train), t.seed)
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)

@@ -134,7 +134,11 @@ class TrainingConfig:
         "shared-prompt: one [prompt, chosen, rejected] row per pair, the prompt processed once; "
         "separate: [prompt, chosen] and [prompt, rejected] rows (same results)",
     )
-    padding_free: bool = option(True, "one model call per row, no padding (false: pad the rows into one call)")
+    padding_free: bool | None = option(
+        None,
+        "true: one model call per row, no padding; false: the rows padded into one call; null (default): "
+        "padding-free on a CPU, padded on a GPU, where one call per row ran 7-8x slower (docs/performance.md)",
+    )
     compile: bool = option(
         False,
         "torch.compile each decoder layer (dynamic shapes, so rows of new lengths do not recompile); the first "

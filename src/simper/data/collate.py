@@ -15,7 +15,8 @@ and two ways to batch the rows:
 - padded: all rows right-padded to the longest, one model call;
 - padding-free: each row its own model call, no pad token anywhere. On CPU a row is already long
   enough to keep the matrix multiplies efficient, so the calls cost no speed and the pad tokens
-  (a third to a half of all tokens on mixed lengths) are never computed.
+  (a third to a half of all tokens on mixed lengths) are never computed. On a GPU the calls are
+  launch-bound, so there the default is padded (:func:`padding_free_on`).
 
 Every layout gives the same per-slot log-probs (tests); only speed and memory differ.
 """
@@ -149,6 +150,14 @@ def _branch_mask(branch: torch.Tensor) -> torch.Tensor:
     visible = causal & (key != _PAD) & ((key == _SHARED) | (key == query))
     visible |= torch.eye(width, dtype=torch.bool) & (query == _PAD)
     return visible[:, None]
+
+
+def padding_free_on(device: torch.device | str) -> bool:
+    """The batching simper picks on ``device`` when not told: padding-free on a CPU, where a row is
+    already long enough to keep the matrix multiplies busy and no pad token is computed; one padded
+    call on a GPU (or any accelerator), where a call per row leaves the device waiting on kernel
+    launches: 7-8x slower a step on an H200 (SmolLM2's shape, bf16, docs/performance.md)."""
+    return torch.device(device).type == "cpu"
 
 
 class PairCollator:
