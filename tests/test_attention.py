@@ -261,16 +261,23 @@ def test_training_with_flex_attention_on_cpu_is_refused_up_front():
 
 def _decode_both_ways(model, tokenizer, prompts) -> list[list[int]]:
     """Greedy token ids from our decoding loop (one batch, left-padded), checked against transformers'
-    own ``model.generate`` on each prompt alone."""
-    ours = generate(model, tokenizer, prompts, max_new_tokens=12, progress=False).ids
-    for prompt, (ids,) in zip(prompts, ours, strict=True):
+    own ``model.generate`` on each prompt alone; and the log-probs our loop summed while decoding (what
+    ``simper eval`` reads as the model's own, beside the baseline's from a scoring pass) against the
+    model's full forward over the prompt and answer alone."""
+    result = generate(model, tokenizer, prompts, max_new_tokens=12, progress=False)
+    for prompt, (ids,), (logp,) in zip(prompts, result.ids, result.logps, strict=True):
         prefix = torch.tensor(encode_prompts(tokenizer, [prompt]), device=DEVICE)
         out = model.generate(
             input_ids=prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=12, do_sample=False,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=PAD,
         )  # fmt: skip
         assert out[0, prefix.shape[1] :].tolist()[: len(ids)] == ids
-    return [ids for (ids,) in ours]
+        whole = torch.cat([prefix[0], torch.tensor(ids, device=DEVICE)])[None]
+        with torch.no_grad():
+            logps = model(input_ids=whole).logits.float()[0, :-1].log_softmax(-1)
+        scored = logps.gather(-1, whole[0, 1:, None]).squeeze(-1)[prefix.shape[1] - 1 :].sum()
+        assert logp == pytest.approx(float(scored), abs=1e-4)
+    return [ids for (ids,) in result.ids]
 
 
 # On CPU, flex decoding goes through torch's inductor, which takes ~15 s a shape and fails to compile
