@@ -175,7 +175,7 @@ def test_report_builder_on_fixture_runs(tmp_path):
     assert "| simper | 2 | 0.400 ± 0.141 |" in md  # mean ± sample std of 0.3 and 0.5
     assert "| dpo | 1 (1 failed) | 0.400 ± 0.000 |" in md
     assert "dpo seed 2: out of memory" in md
-    assert "| dpo | 2 | 3 | 6.0 | dpo-beta0.5 | 0.450 ± 0.000 |" in md  # tuning: best of the grid, its cost
+    assert "| dpo | 2 | 3 | 6.0 | dpo-beta0.5 | 0.450 ± 0.000 | 0.400 – 0.450 |" in md  # best of the grid, its cost
     assert (
         'src="data:image/png;base64,' in report_html.read_text() and 'src="curves.png"' not in report_html.read_text()
     )

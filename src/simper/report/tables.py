@@ -168,16 +168,22 @@ def tuning_table(groups: dict[str, list[RunRecord]]) -> str:
         if len(labels) < 2 and objective != "simper":
             continue
         runs = [r for label in labels for r in groups[label]]
-        best = max(labels, key=lambda lb: _finite(mean_std([r.values.get("mean_reward") for r in groups[lb]])[0]))
+        means = {lb: _finite(mean_std([r.values.get("mean_reward") for r in groups[lb]])[0]) for lb in labels}
+        best = max(labels, key=means.get)
         reward, std = mean_std([r.values.get("mean_reward") for r in groups[best]])
         minutes = sum(r.values.get("train_minutes", 0.0) for r in runs)
+        spread = f"{min(means.values()):.3f} – {max(means.values()):.3f}" if len(labels) > 1 else "–"
         rows.append(
-            f"| {objective} | {len(labels)} | {len(runs)} | {minutes:.1f} | {best} | {reward:.3f} ± {std:.3f} |"
+            f"| {objective} | {len(labels)} | {len(runs)} | {minutes:.1f} | {best} | {reward:.3f} ± {std:.3f} "
+            f"| {spread} |"
         )
     if len(rows) < 2:
         return ""
-    head = "| objective | settings | runs | train wall, all runs (min) | best setting | its held-out reward |"
-    return "\n".join([head, "|---|---|---|---|---|---|", *rows])
+    head = (
+        "| objective | settings | runs | train wall, all runs (min) | best setting | its held-out reward "
+        "| grid's range |"
+    )
+    return "\n".join([head, "|---|---|---|---|---|---|---|", *rows])
 
 
 def _finite(value: float) -> float:
