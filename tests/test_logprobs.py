@@ -141,3 +141,5 @@ def test_padding_free_by_default_on_a_cpu_and_padded_on_a_gpu():
     assert TrainingConfig().padding_free is None  # unset: the device decides
     assert load_config(None, ["training.padding_free=false"]).training.padding_free is False
     assert load_config(None, ["training.padding_free=true"]).training.padding_free is True
+    with pytest.raises(TypeError, match="padding_free must be True or False"):
+        PairCollator(PAD, padding_free=None)  # an unset value never reaches the collator (it would mean padded)

@@ -114,9 +114,9 @@ def setup(config: TrainConfig) -> Run:
         reference = FrozenReference(accelerator.prepare_model(wrapped, evaluation_mode=True))
 
     padding_free = padding_free_on(accelerator.device) if t.padding_free is None else t.padding_free
-    collate = PairCollator(
-        tokenizer.pad_token_id, attention.layout_for(model, t.layout, config.data.max_length), padding_free
-    )
+    layout = attention.layout_for(model, t.layout, config.data.max_length)
+    log(accelerator, f"batches: {layout} rows, {'one call per row' if padding_free else 'padded into one call'}")
+    collate = PairCollator(tokenizer.pad_token_id, layout, padding_free)
     sampler = EpochSampler(len(data.train), t.seed)
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     policy = SequenceLogpsModel(model, t.logits_chunk_size)

@@ -166,12 +166,15 @@ class PairCollator:
     Args:
         pad_token_id: id written in padded positions (never attended to, never predicted).
         layout: ``shared-prompt`` or ``separate`` (see the module docstring).
-        padding_free: one model call per row and no padding, instead of one padded call.
+        padding_free: one model call per row and no padding, instead of one padded call. ``True`` here
+            (what a CPU wants); ``simper train`` decides by device (:func:`padding_free_on`) unless told.
     """
 
     def __init__(self, pad_token_id: int, layout: str = "shared-prompt", padding_free: bool = True) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if not isinstance(padding_free, bool):  # an unset config value is resolved first (padding_free_on)
+            raise TypeError(f"padding_free must be True or False, got {padding_free!r}")
         self.pad_token_id, self.layout, self.padding_free = pad_token_id, layout, padding_free
 
     def __call__(self, pairs: list[TokenizedPair]) -> PreferenceBatch:
