@@ -43,6 +43,7 @@ def test_saved_config_loads_back(tmp_path):
             r"per_device_train_batch_size: expected an integer, got 'two'",
         ),
         (["training.bf16=maybe"], r"training.bf16: expected true/false"),
+        (["training.padding_free=maybe"], r"training.padding_free: expected true/false \| null, got 'maybe'"),
         (["objective.name=dpoo"], r"unknown objective 'dpoo'"),
         (["objective.params.beta=0.1"], r"simper has no such parameter"),
         (["data.max_prompt_length=600"], r"data.max_length \(512\) must exceed"),

@@ -117,6 +117,7 @@ def _build(cls: type, values: Any, prefix: str, where: str, root: type | None = 
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     """Check ``value`` against the annotation, converting what YAML leaves as strings (``1e-6``)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    expected = _type_label(hint)  # the whole annotation: "true/false | null", not only its last option
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
@@ -160,7 +161,7 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
                 raise TypeError
             return {str(k): _coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()}
     except (TypeError, ValueError):
-        raise UserError(f"{where}: {key}: expected {_type_label(hint)}, got {value!r}") from None
+        raise UserError(f"{where}: {key}: expected {expected}, got {value!r}") from None
     raise UserError(f"{where}: {key}: unsupported type {hint}")  # pragma: no cover - a programming error
 
 
