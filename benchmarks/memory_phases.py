@@ -4,7 +4,7 @@
     python benchmarks/memory_phases.py --gradient-checkpointing off --optimizer foreach
 
 The step is the one `simper train` takes (shared-prompt rows, padding-free, chunked response-only
-head, the optimizer of ``simper.train.build_optimizer`` unless ``--optimizer`` asks for torch's
+head, the optimizer of ``simper.optim.build_optimizer`` unless ``--optimizer`` asks for torch's
 per-tensor or foreach AdamW). Each phase — load, forward, backward, clip, optimizer step, and a
 second whole step — reports the resident memory after it and the peak during it (sampled by a
 thread every 5 ms), both above the process's RSS once torch and transformers are imported. Beside
@@ -73,7 +73,8 @@ def main() -> None:
     from simper.logprobs import SequenceLogpsModel
     from simper.models import enable_checkpointing, load_model, load_tokenizer
     from simper.objectives import get_objective
-    from simper.train import build_optimizer, preference_step
+    from simper.optim import build_optimizer
+    from simper.train import preference_step
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.model)

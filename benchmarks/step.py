@@ -45,10 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDERS = (
-    "simper", "simper-compiled", "simper-padded", "simper-padding-free", "simper-plain",
-    "trl-cpo-simpo", "trl-dpo", "sft",
-)  # fmt: skip
+CONTENDERS = ("simper", "simper-compiled", "simper-padded", "simper-padding-free", "simper-plain",
+              "trl-cpo-simpo", "trl-dpo", "sft")  # fmt: skip
 DATA = ("fixed-256", "fixed-512", "mixed")  # and any fixed-N: prompt, chosen and rejected N tokens each
 PAIRS_PER_STEP = 4
 OVER_CAP = 3  # a child's exit status when its memory passed --memory-cap-gb
@@ -167,7 +165,8 @@ def _our_steps(args, model, tokenizer, batches, device, dtype) -> list[float]:
     from simper.logprobs import SequenceLogpsModel
     from simper.models import compile_layers
     from simper.objectives import get_objective
-    from simper.train import build_optimizer, preference_step
+    from simper.optim import build_optimizer
+    from simper.train import preference_step
 
     if args.contender == "sft":  # a plain step: torch's default AdamW
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)

@@ -223,7 +223,7 @@ def test_adamw_is_fused_on_cpu_and_matches_the_per_tensor_update():
     import copy
     from types import SimpleNamespace
 
-    from simper.train import build_optimizer
+    from simper.optim import build_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))

@@ -227,6 +227,13 @@ def prompt_ids(tokenizer, tasks: list[dict[str, Any]]) -> list[list[int]]:
     return encode_prompts(tokenizer, [as_messages(task["prompt"]) for task in tasks])
 
 
+def scoring_collator(model, pad_token_id: int, longest: int) -> tuple[PairCollator, torch.device]:
+    """The collator of a scoring pass over sequences of at most ``longest`` tokens, batched as training
+    batches on the model's device, and that device."""
+    device = next(model.parameters()).device
+    return PairCollator(pad_token_id, layout_for(model, "shared-prompt", longest), padding_free_on(device)), device
+
+
 @torch.no_grad()
 def score_ids(
     model, prompts: list[list[int]], responses: list[list[int]], batch_size: int = 16
@@ -236,8 +243,7 @@ def score_ids(
     values = [(0.0, 0)] * len(responses)
     todo = [i for i, response in enumerate(responses) if response]
     longest = max((len(prompts[i]) + len(responses[i]) for i in todo), default=0)
-    device = next(model.parameters()).device
-    collate = PairCollator(0, layout_for(model, "shared-prompt", longest), padding_free_on(device))
+    collate, device = scoring_collator(model, 0, longest)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]  # the rejected slot holds one token, not read
         batch = collate([TokenizedPair(prompts[i], responses[i], responses[i][:1]) for i in chunk]).to(device)
@@ -292,8 +298,7 @@ def pair_metrics(model, tokenizer, pairs: list, batch_size: int = 8) -> dict[str
         return {}
     longest = 1024  # prompt + response tokens of a held-out pair, the prompt at most half of them
     tokenized, _ = tokenize_pairs(pairs, tokenizer, max_length=longest, max_prompt_length=longest // 2)
-    device = next(model.parameters()).device
-    collate = PairCollator(tokenizer.pad_token_id, layout_for(model, "shared-prompt", longest), padding_free_on(device))
+    collate, device = scoring_collator(model, tokenizer.pad_token_id, longest)
     chosen, rejected = [], []
     for start in range(0, len(tokenized), batch_size):
         batch = collate(tokenized[start : start + batch_size]).to(device)

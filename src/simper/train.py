@@ -20,9 +20,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import nn
 from torch.utils.data import DataLoader
-from transformers import get_scheduler
 
 from simper import attention, models
 from simper.checkpoints import (
@@ -42,9 +40,8 @@ from simper.logprobs import AdaptersOff, FrozenReference, Reference, SequenceLog
 from simper.metrics import pair_stats, reduce_totals, summarize
 from simper.modelcard import write_model_card
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
+from simper.optim import build_optimizer, lr_schedule, warn_if_updates_round_away
 from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
-
-FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -122,7 +119,7 @@ def setup(config: TrainConfig) -> Run:
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     optimizer = build_optimizer(policy, t, accelerator.device)
     policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
-    _warn_if_updates_round_away(accelerator, model, t.learning_rate)
+    warn_if_updates_round_away(accelerator, model, t.learning_rate)
     eval_batches = (
         HeldOutBatches(
             data.eval,
@@ -149,7 +146,7 @@ def setup(config: TrainConfig) -> Run:
         reference=reference,
         objective=objective,
         optimizer=optimizer,
-        scheduler=accelerator.prepare(_scheduler(optimizer, t, total_steps, accelerator.num_processes)),
+        scheduler=accelerator.prepare(lr_schedule(optimizer, t, total_steps, accelerator.num_processes)),
         sampler=sampler,
         train_loader=train_loader,
         eval_batches=eval_batches,
@@ -169,29 +166,6 @@ def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
         log_with=config.logging.report_to or None,
         project_dir=str(output_dir),
     )
-
-
-def _warn_if_updates_round_away(accelerator: Accelerator, model: torch.nn.Module, learning_rate: float) -> None:
-    """Warn when trainable weights are bf16/fp16 with no fp32 copy to update (DeepSpeed keeps one, and
-    accelerate upcasts for FSDP; plain DDP and one device do neither): an AdamW update is about the
-    learning rate, and a weight keeps it only where it exceeds half the weight's rounding step."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return
-    if accelerator.distributed_type == DistributedType.FSDP and accelerator.mixed_precision != "no":
-        return  # accelerate upcasts the weights to fp32 for FSDP's mixed precision
-    low = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
-    for dtype in low:
-        largest = 2 * learning_rate / torch.finfo(dtype).eps
-        log(
-            accelerator,
-            f"warning: trainable weights in {str(dtype).removeprefix('torch.')} and no fp32 copy to update: an "
-            f"AdamW step moves a weight by about the learning rate ({learning_rate:g}), which rounds away on every "
-            f"weight larger than {largest:.1g} in magnitude, so training barely moves the model. Load it in "
-            "float32 (model.torch_dtype=float32) with training.bf16=true, or launch with DeepSpeed "
-            "(configs/accelerate/zero3.yaml), which keeps fp32 weights",
-        )
 
 
 def _prepare_data(config: TrainConfig, tokenizer: Any):
@@ -224,31 +198,6 @@ def _load_policy_model(config: TrainConfig, load: dict[str, Any]) -> Any:
     if config.training.compile:
         models.compile_layers(model)
     return model
-
-
-def build_optimizer(policy: nn.Module, t: Any, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW, no weight decay on biases and norms. The fused kernel on CPU and CUDA: one pass over
-    each parameter instead of a dozen elementwise ops (on CPU the default is a per-tensor loop,
-    several times slower on a 135M model), with the same update."""
-    decay = [p for p in policy.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in policy.parameters() if p.requires_grad and p.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.learning_rate,
-        betas=(t.adam_beta1, t.adam_beta2),
-        eps=t.adam_epsilon,
-        fused=device.type in FUSED_ADAMW_DEVICES or None,
-    )
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, t: Any, total_steps: int, processes: int) -> Any:
-    """The learning-rate schedule; accelerate steps a prepared scheduler once per process per optimizer step."""
-    return get_scheduler(
-        t.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=math.ceil(t.warmup_ratio * total_steps) * processes,
-        num_training_steps=total_steps * processes,
-    )
 
 
 def _start(run: Run, pairs: int) -> None:
