@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -199,6 +200,42 @@ def test_nonfinite_steps_are_skipped_then_stop(tiny_model_dir, tmp_path, monkeyp
     saved = load_file(out / "checkpoints" / "step-00000001" / "model.safetensors")
     for key, value in weights(tiny_model_dir).items():  # the skipped update touched no weight
         assert torch.equal(saved[f"model.{key}"], value)
+
+
+def test_fp16_overflow_while_the_loss_scale_calibrates_skips_the_update_and_goes_on(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    # On a GPU, fp16 trains under accelerate's GradScaler, whose first steps overflow while it finds its
+    # scale. A CPU accelerator has none, so this one is given a CPU GradScaler; the first three steps'
+    # scaled gradients overflow fp32 (loss × 1e36 × 65,536), their losses stay finite.
+    import simper.train as train_module
+
+    real_accelerator, real_step = train_module._accelerator, train_module.preference_step
+    steps = []
+
+    def with_scaler(*args, **kwargs):
+        accelerator = real_accelerator(*args, **kwargs)
+        accelerator.scaler, accelerator.native_amp = torch.amp.GradScaler("cpu", init_scale=2.0**16), True
+        return accelerator
+
+    def overflowing(*args, **kwargs):
+        loss, stats = real_step(*args, **kwargs)
+        steps.append(1)
+        return (loss * 1e36 if len(steps) <= 3 else loss), stats
+
+    monkeypatch.setattr(train_module, "_accelerator", with_scaler)
+    monkeypatch.setattr(train_module, "preference_step", overflowing)
+    out = tmp_path / "fp16"
+    code = train(tiny_model_dir, out, "training.fp16=true", "training.max_steps=5", "training.max_nonfinite_steps=2")
+    assert code == 0  # three overflows in a row, yet not stopped: the scale was still calibrating
+    err = capsys.readouterr().err
+    assert "step 1: fp16 gradient overflow at loss scale 65536; update skipped, scale lowered to 32768" in err
+    rows = records(out)
+    assert [r["loss_scale"] for r in rows] == [32768.0, 16384.0, 8192.0, 8192.0, 8192.0]
+    assert [r["nonfinite_steps"] for r in rows] == [1, 2, 3, 3, 3]
+    assert all(math.isfinite(r["grad_norm"]) for r in rows[3:])
+    trained = load_file(out / "model.safetensors")
+    assert any(not torch.equal(trained[k], v) for k, v in weights(tiny_model_dir).items())
 
 
 def test_eval_steps_minus_one_never_evaluates(tiny_model_dir, tmp_path):

@@ -336,17 +336,35 @@ def _forward_backward_update(run: Run, batch: PreferenceBatch, totals: dict[str,
     reduced = reduce_totals(accelerator, totals, grad_norm)
     finite = math.isfinite(reduced["loss"]) and math.isfinite(reduced["grad_norm"])
     reduced["lr"] = run.optimizer.param_groups[0]["lr"]  # what this update uses; the scheduler then moves on
+    scaler = accelerator.scaler  # fp16 loss scaling on a GPU; None otherwise
+    scale = scaler.get_scale() if scaler is not None else None
     if finite:
         run.optimizer.step()
         run.scheduler.step()
+    elif scaler is not None:
+        # Clipping unscaled the gradients; the scaler must close the step, or the next clip raises. It
+        # halves the scale after an overflow, as the skipped optimizer.step() would have.
+        scaler.update()
     run.optimizer.zero_grad()
     run.step += 1
+    # an fp16 overflow at a loss scale ≥ 1 is the scaler finding its scale (it starts at 65,536), not a
+    # diverging run: it skips the update but does not count towards training.max_nonfinite_steps
+    calibrating = scale is not None and scale >= 1 and math.isfinite(reduced["loss"])
     if finite:
         run.consecutive_nonfinite = 0
+    elif calibrating:
+        run.nonfinite_total += 1
+        log(
+            accelerator,
+            f"step {run.step}: fp16 gradient overflow at loss scale {scale:g}; update skipped, scale "
+            f"lowered to {scaler.get_scale():g}",
+        )
     else:
         run.consecutive_nonfinite += 1
         run.nonfinite_total += 1
         log(accelerator, f"warning: step {run.step}: non-finite loss or gradient; update skipped")
+    if scaler is not None:
+        reduced["loss_scale"] = scaler.get_scale()
     return reduced
 
 
@@ -371,6 +389,7 @@ def _step_record(run: Run, reduced: dict[str, float], elapsed: float) -> dict[st
         "tokens": reduced["tokens"],
         "tokens_per_s": reduced["tokens"] / max(elapsed, 1e-9),
         "nonfinite_steps": run.nonfinite_total,
+        **({"loss_scale": reduced["loss_scale"]} if "loss_scale" in reduced else {}),
     }
 
 

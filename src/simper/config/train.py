@@ -144,7 +144,11 @@ class TrainingConfig:
         "torch.compile each decoder layer (dynamic shapes, so rows of new lengths do not recompile); the first "
         "steps pay the compile time (docs/usage.md: what it gains on CPU)",
     )
-    max_nonfinite_steps: int = option(3, "stop after this many consecutive steps with a non-finite loss or gradient")
+    max_nonfinite_steps: int = option(
+        3,
+        "stop after this many consecutive steps with a non-finite loss or gradient (an fp16 overflow while "
+        "the loss scale is still >= 1 is the scaler calibrating and does not count)",
+    )
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
     overwrite: bool = option(False, "replace a non-empty output_dir")
 
