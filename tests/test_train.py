@@ -135,11 +135,88 @@ def test_the_logged_learning_rate_is_the_one_the_step_used(tiny_model_dir, tmp_p
 @pytest.mark.parametrize("objective", ["dpo", "simpo", "kto"])
 def test_baselines_train(tiny_model_dir, tmp_path, objective):
     out = tmp_path / objective
-    assert train(tiny_model_dir, out, "training.max_steps=2", "--objective", objective) == 0
+    assert train(tiny_model_dir, out, "training.max_steps=2", "training.save_steps=1", "--objective", objective) == 0
     first = records(out)[0]
     if objective == "dpo":  # policy = reference at step 1: every log-ratio is 0
         assert first["loss"] == pytest.approx(0.6931472, abs=1e-5)
         assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    # the frozen reference is not one of accelerate's models: checkpoints hold the policy alone (a
+    # reference there doubled every DPO checkpoint, and DeepSpeed cannot save a module it did not wrap)
+    saved = sorted(p.name for p in (out / "checkpoints" / "step-00000001").glob("model*"))
+    assert saved == ["model.safetensors"]
+
+
+def test_the_schedule_is_prepared_with_the_model_and_sized_to_each_processs_batches(tiny_model_dir, tmp_path):
+    """Under DeepSpeed a scheduler prepared in a call of its own comes back unwrapped (stepped once per update
+    where the schedule counts one per process) and is left out of checkpoints, so setup prepares it with the
+    model, sized before accelerate shards the loader."""
+    from accelerate import Accelerator
+
+    import simper.train as train_module
+    from simper.config import load_config
+
+    calls = []
+    real = Accelerator.prepare
+
+    def recording(self, *args, **kwargs):
+        calls.append([type(a).__name__ for a in args])
+        return real(self, *args, **kwargs)
+
+    config = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train=[{EXAMPLE_PAIRS}]",
+            f"training.output_dir={tmp_path / 'run'}",
+            "training.per_device_train_batch_size=8",
+            "training.gradient_accumulation_steps=2",
+        ],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Accelerator, "prepare", recording)
+        run = train_module.setup(config)
+    assert calls == [["SequenceLogpsModel", "AdamW", "DataLoader", "LambdaLR"]]
+    assert run.scheduler in run.accelerator._schedulers  # so checkpoints save and restore it
+    assert run.steps_per_epoch == math.ceil(len(run.train_loader) / 2)
+
+
+def test_sharded_runs_refuse_a_whole_reference_copy_and_deepspeed_clips_at_max_grad_norm():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from simper.errors import UserError
+    from simper.train import _deepspeed_clipping, _frozen_reference
+
+    config = SimpleNamespace(objective=SimpleNamespace(name="dpo"))
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
+    with pytest.raises(UserError, match="objective dpo needs a reference model, which simper does not shard"):
+        _frozen_reference(config, {}, fsdp)
+    plugin = SimpleNamespace(zero_stage=3, deepspeed_config={"gradient_clipping": "auto"})
+    zero3 = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=SimpleNamespace(deepspeed_plugin=plugin))
+    with pytest.raises(UserError, match=r"lora\.r > 0"):
+        _frozen_reference(config, {}, zero3)
+
+    _deepspeed_clipping(zero3, 0.5)  # accelerate would fill "auto" with 1.0
+    assert plugin.deepspeed_config["gradient_clipping"] == 0.5
+    _deepspeed_clipping(zero3, 2.0)  # a number the user's DeepSpeed config set stays
+    assert plugin.deepspeed_config["gradient_clipping"] == 0.5
+    plugin.deepspeed_config["gradient_clipping"] = "auto"
+    _deepspeed_clipping(zero3, 0.0)  # training.max_grad_norm 0 = no clipping, DeepSpeed's 0
+    assert plugin.deepspeed_config["gradient_clipping"] == 0.0
+
+
+def test_weight_decay_reads_a_zero3_partitioned_parameters_shape():
+    from types import SimpleNamespace
+
+    from simper.optim import build_optimizer
+
+    model = torch.nn.Linear(4, 3)
+    model.weight.data = torch.empty(0)  # as ZeRO-3 leaves a partitioned parameter, its shape in ds_shape
+    model.weight.ds_shape = torch.Size([3, 4])
+    t = SimpleNamespace(weight_decay=0.1, learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
+    decay, no_decay = build_optimizer(model, t, torch.device("cpu")).param_groups
+    assert decay["params"] == [model.weight] and no_decay["params"] == [model.bias]
 
 
 def test_weights_trained_in_bf16_without_an_fp32_copy_are_warned_about(tiny_model_dir, tmp_path, capsys):

@@ -15,6 +15,9 @@ weight gradient per chunk.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -211,7 +214,7 @@ def token_logps(model: nn.Module, call: ModelCall, *, chunk_size: int = 1024) ->
     hidden = decoder(input_ids=call.input_ids, attention_mask=mask, use_cache=False, **positions).last_hidden_state
     # (S, T, H)
     states = hidden.flatten(0, 1)[call.sources]  # (N, H): only the positions that predict a response token
-    vocab = head.weight.shape[0]
+    vocab = getattr(head, "out_features", None) or head.weight.shape[0]  # ZeRO-3 leaves a partitioned weight empty
     if chunk_size > 0:
         chunk_size = max(1, chunk_size * CHUNK_VOCAB // max(vocab, CHUNK_VOCAB))
     if _plain_linear(head, softcap):
@@ -267,13 +270,16 @@ class SequenceLogpsModel(nn.Module):
 
 
 class FrozenReference:
-    """The reference model as a frozen copy of the starting model: its per-sequence log-probs."""
+    """The reference model as a frozen copy of the starting model: its per-sequence log-probs, under
+    the run's autocast (it is not one of accelerate's prepared models, whose forward would carry it)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, accelerator: Any = None):
         self.model = model
+        self.accelerator = accelerator
 
     def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
+        autocast = self.accelerator.autocast() if self.accelerator is not None else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
             return self.model(batch)
 
 

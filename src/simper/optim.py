@@ -20,8 +20,12 @@ def build_optimizer(policy: nn.Module, t: Any, device: torch.device) -> torch.op
     """AdamW, no weight decay on biases and norms. The fused kernel on CPU and CUDA: one pass over
     each parameter instead of a dozen elementwise ops (on CPU the default is a per-tensor loop,
     several times slower on a 135M model), with the same update."""
-    decay = [p for p in policy.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in policy.parameters() if p.requires_grad and p.ndim < 2]
+
+    def matrix(p: nn.Parameter) -> bool:  # ZeRO-3 leaves a partitioned parameter empty, its shape in ds_shape
+        return len(getattr(p, "ds_shape", p.shape)) >= 2
+
+    decay = [p for p in policy.parameters() if p.requires_grad and matrix(p)]
+    no_decay = [p for p in policy.parameters() if p.requires_grad and not matrix(p)]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=t.learning_rate,

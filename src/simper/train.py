@@ -106,9 +106,7 @@ def setup(config: TrainConfig) -> Run:
     attention.check_trainable(model, accelerator.device)
     reference = None
     if objective.needs_reference and config.lora.r == 0:
-        reference_model = models.load_model(m.name_or_path, **load).eval().requires_grad_(False)
-        wrapped = SequenceLogpsModel(reference_model, t.logits_chunk_size)
-        reference = FrozenReference(accelerator.prepare_model(wrapped, evaluation_mode=True))
+        reference = _frozen_reference(config, load, accelerator)
 
     padding_free = padding_free_on(accelerator.device) if t.padding_free is None else t.padding_free
     layout = attention.layout_for(model, t.layout, config.data.max_length)
@@ -118,7 +116,18 @@ def setup(config: TrainConfig) -> Run:
     train_loader = DataLoader(data.train, batch_size=t.per_device_train_batch_size, sampler=sampler, collate_fn=collate)
     policy = SequenceLogpsModel(model, t.logits_chunk_size)
     optimizer = build_optimizer(policy, t, accelerator.device)
-    policy, optimizer, train_loader = accelerator.prepare(policy, optimizer, train_loader)
+    # The schedule is sized from the loader as accelerate shards it (even batches: each process gets the
+    # ceiling of its share) and prepared in the same call as the model: under DeepSpeed a scheduler prepared
+    # on its own comes back unwrapped, stepped once per update instead of once per process (a schedule
+    # stretched by the process count) and missing from checkpoints.
+    batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
+    steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
+    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * steps_per_epoch))
+    scheduler = lr_schedule(optimizer, t, total_steps, accelerator.num_processes)
+    _deepspeed_clipping(accelerator, t.max_grad_norm)
+    policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
+    if len(train_loader) != batches_per_process:
+        raise RuntimeError(f"accelerate gave each process {len(train_loader)} batches, not {batches_per_process}")
     warn_if_updates_round_away(accelerator, model, t.learning_rate)
     eval_batches = (
         HeldOutBatches(
@@ -135,8 +144,6 @@ def setup(config: TrainConfig) -> Run:
     if objective.needs_reference and config.lora.r > 0:
         reference = AdaptersOff(policy)  # the base under the adapters: no second copy of the model
 
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / t.gradient_accumulation_steps))
-    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * steps_per_epoch))
     run = Run(
         config=config,
         accelerator=accelerator,
@@ -146,7 +153,7 @@ def setup(config: TrainConfig) -> Run:
         reference=reference,
         objective=objective,
         optimizer=optimizer,
-        scheduler=accelerator.prepare(lr_schedule(optimizer, t, total_steps, accelerator.num_processes)),
+        scheduler=scheduler,
         sampler=sampler,
         train_loader=train_loader,
         eval_batches=eval_batches,
@@ -156,6 +163,44 @@ def setup(config: TrainConfig) -> Run:
     )
     _start(run, len(data.train))
     return run
+
+
+def _frozen_reference(config: TrainConfig, load: dict[str, Any], accelerator: Accelerator) -> FrozenReference:
+    """A second copy of the starting model as the reference, on this process's device and outside
+    accelerate's models: accelerate would checkpoint it with the policy on every save (and DeepSpeed
+    cannot save a module it did not wrap), and FSDP's clipping looks the policy up among them.
+
+    The copy is whole on every process. Under FSDP and ZeRO-3 the policy is sharded and loaded sharded,
+    which this copy is not, so there a reference objective needs LoRA, whose reference is the policy
+    with its adapters off."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    if sharded:
+        raise UserError(
+            f"objective {config.objective.name} needs a reference model, which simper does not shard: under FSDP "
+            "or ZeRO-3 use LoRA (lora.r > 0; the reference is then the base under the adapters), a reference-free "
+            "objective (simper, simpo, cpo, orpo, ...), or ZeRO-2 / DDP, where the reference is one whole copy per GPU"
+        )
+    model = models.load_model(config.model.name_or_path, **load).eval().requires_grad_(False)
+    return FrozenReference(
+        SequenceLogpsModel(model, config.training.logits_chunk_size).to(accelerator.device), accelerator
+    )
+
+
+def _deepspeed_clipping(accelerator: Accelerator, max_grad_norm: float) -> None:
+    """Under DeepSpeed, clipping happens inside its engine at the value in its config, which accelerate
+    fills with 1.0 where the config says ``auto``: make ``auto`` mean ``training.max_grad_norm``
+    (≤ 0: none, which DeepSpeed writes as 0)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+    if ds_config.get("gradient_clipping", "auto") == "auto":
+        ds_config["gradient_clipping"] = max(float(max_grad_norm), 0.0)
 
 
 def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
