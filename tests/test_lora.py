@@ -80,3 +80,20 @@ def test_lora_reference_runs_without_dropout_and_leaves_the_policy_training(tiny
     reference = AdaptersOff(policy)
     first, second = reference(batch)[0], reference(batch)[0]
     assert torch.equal(first, second) and policy.training
+
+
+def test_qlora_preparation_keeps_checkpointing_non_reentrant(tiny_model_dir):
+    """peft's 4-bit preparation re-enables checkpointing; left to its defaults torch falls back to
+    reentrant checkpointing, which DDP refuses when a step calls the model more than once (one call per
+    row). Run here on an unquantized model that says it is 4-bit, which is what peft reads."""
+    from types import SimpleNamespace
+
+    from simper import models
+
+    model = models.load_model(str(tiny_model_dir))
+    models.enable_checkpointing(model)
+    model.is_loaded_in_4bit = True
+    lora = SimpleNamespace(r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], load_in_4bit=True)
+    peft_model = models.add_lora(model, lora, gradient_checkpointing=True)
+    funcs = [m._gradient_checkpointing_func for m in peft_model.modules() if hasattr(m, "_gradient_checkpointing_func")]
+    assert funcs and all(f.keywords.get("use_reentrant") is False for f in funcs)

@@ -314,6 +314,11 @@ def test_fp16_overflow_while_the_loss_scale_calibrates_skips_the_update_and_goes
     trained = load_file(out / "model.safetensors")
     assert any(not torch.equal(trained[k], v) for k, v in weights(tiny_model_dir).items())
 
+    # fp16 trainable weights: the scaler would raise "Attempting to unscale FP16 gradients" at the first clip
+    half = ["training.fp16=true", "model.torch_dtype=float16", "training.max_steps=1"]
+    assert train(tiny_model_dir, tmp_path / "half", *half) == 2
+    assert "fp16 loss scaling cannot unscale fp16 gradients" in capsys.readouterr().err
+
 
 def test_eval_steps_minus_one_never_evaluates(tiny_model_dir, tmp_path):
     out = tmp_path / "run"

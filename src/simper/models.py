@@ -329,7 +329,13 @@ def add_lora(model: Any, lora: Any, gradient_checkpointing: bool = False) -> Any
         # of `is_activation_checkpointing`: a warning about peft's code that our users cannot act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         if lora.load_in_4bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+            # Left to its defaults peft re-enables checkpointing as reentrant, which DDP refuses when a step
+            # calls the model once per row; keep it non-reentrant as enable_checkpointing set it.
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
         return get_peft_model(model, peft_config)
 
 

@@ -104,6 +104,11 @@ def setup(config: TrainConfig) -> Run:
     model = _load_policy_model(config, load)
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     attention.check_trainable(model, accelerator.device)
+    if accelerator.scaler is not None and any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters()):
+        raise UserError(
+            "training.fp16 with model.torch_dtype=float16: fp16 loss scaling cannot unscale fp16 gradients; load the "
+            "weights in float32 (model.torch_dtype=float32), autocast still runs the matmuls in fp16"
+        )
     reference = None
     if objective.needs_reference and config.lora.r == 0:
         reference = _frozen_reference(config, load, accelerator)
