@@ -20,11 +20,39 @@ def run_lora(tiny_model_dir, out, *extra):
 
 
 def test_lora_trains_only_adapters_and_merges(tiny_model_dir, tmp_path):
+    out = tmp_path / "lora"
+    assert run_lora(tiny_model_dir, out) == 0
+    check_adapter_and_merge(tiny_model_dir, out)
+
+
+def test_sharded_lora_saves_the_gathered_adapter_and_merges_into_a_reloaded_base(tiny_model_dir, tmp_path, monkeypatch):
+    """Under FSDP / ZeRO-3 a process's own parameters are a shard, whole only in the gathered state dict:
+    the adapter must come from that, and the merge from the base reloaded whole. Played here by emptying
+    the local weights once they are gathered (the old code saved zero adapters and the untrained base)."""
+    from accelerate import Accelerator
+
+    from simper import train
+
+    gather = Accelerator.get_state_dict
+
+    def gather_then_empty_the_local_weights(self, model, unwrap=True):
+        state = {k: v.clone() for k, v in gather(self, model, unwrap).items()}
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.zero_()
+        return state
+
+    monkeypatch.setattr(Accelerator, "get_state_dict", gather_then_empty_the_local_weights)
+    monkeypatch.setattr(train, "_sharded", lambda accelerator: True)
+    out = tmp_path / "sharded"
+    assert run_lora(tiny_model_dir, out) == 0
+    check_adapter_and_merge(tiny_model_dir, out)
+
+
+def check_adapter_and_merge(tiny_model_dir, out):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path / "lora"
-    assert run_lora(tiny_model_dir, out) == 0
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and all("lora_" in key for key in adapter)
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at 0: it moved

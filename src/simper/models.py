@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -324,10 +326,7 @@ def add_lora(model: Any, lora: Any, gradient_checkpointing: bool = False) -> Any
     peft_config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
     )
-    with warnings.catch_warnings():
-        # peft reads the model's `is_gradient_checkpointing`, which transformers ≥ 5 deprecates in favour
-        # of `is_activation_checkpointing`: a warning about peft's code that our users cannot act on.
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with _quiet_peft():
         if lora.load_in_4bit:
             # Left to its defaults peft re-enables checkpointing as reentrant, which DDP refuses when a step
             # calls the model once per row; keep it non-reentrant as enable_checkpointing set it.
@@ -337,6 +336,27 @@ def add_lora(model: Any, lora: Any, gradient_checkpointing: bool = False) -> Any
                 gradient_checkpointing_kwargs={"use_reentrant": False},
             )
         return get_peft_model(model, peft_config)
+
+
+def merge_adapter(name_or_path: str, adapter: str | Path, **load: Any) -> PreTrainedModel:
+    """The base model loaded whole and unquantized (``load``: :func:`load_model`'s options) with the LoRA
+    adapter folder ``adapter`` merged into its weights: a plain model any library loads."""
+    from peft import PeftModel
+
+    base = load_model(name_or_path, **load)
+    with _quiet_peft():
+        return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft reads the model's ``is_gradient_checkpointing`` and calls ``gradient_checkpointing_enable``, which
+    transformers ≥ 5 deprecates for their ``activation_`` names: warnings about peft's code that our users
+    cannot act on."""
+    with warnings.catch_warnings():
+        for name in ("is_gradient_checkpointing", "gradient_checkpointing_enable"):
+            warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
+        yield
 
 
 def unwrap(module: Any) -> Any:

@@ -178,12 +178,7 @@ def _frozen_reference(config: TrainConfig, load: dict[str, Any], accelerator: Ac
     The copy is whole on every process. Under FSDP and ZeRO-3 the policy is sharded and loaded sharded,
     which this copy is not, so there a reference objective needs LoRA, whose reference is the policy
     with its adapters off."""
-    from accelerate.utils import DistributedType
-
-    sharded = accelerator.distributed_type == DistributedType.FSDP or (
-        accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
-    )
-    if sharded:
+    if _sharded(accelerator):
         raise UserError(
             f"objective {config.objective.name} needs a reference model, which simper does not shard: under FSDP "
             "or ZeRO-3 use LoRA (lora.r > 0; the reference is then the base under the adapters), a reference-free "
@@ -192,6 +187,15 @@ def _frozen_reference(config: TrainConfig, load: dict[str, Any], accelerator: Ac
     model = models.load_model(config.model.name_or_path, **load).eval().requires_grad_(False)
     return FrozenReference(
         SequenceLogpsModel(model, config.training.logits_chunk_size).to(accelerator.device), accelerator
+    )
+
+
+def _sharded(accelerator: Accelerator) -> bool:
+    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP or (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
     )
 
 
@@ -523,10 +527,8 @@ def save_final(run: Run) -> None:
     staging = run.output_dir / ".staging-final"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
-        if run.config.lora.r > 0:  # the adapter always; the merged full model unless lora.merge is off
-            model.save_pretrained(staging / "adapter", safe_serialization=True)
-            if run.config.lora.merge:
-                model.merge_and_unload().save_pretrained(staging, safe_serialization=True)
+        if run.config.lora.r > 0:
+            _save_lora(run, model, state_dict, staging)
         else:
             model.save_pretrained(
                 staging, state_dict=state_dict, safe_serialization=True, save_function=accelerator.save
@@ -543,6 +545,26 @@ def save_final(run: Run) -> None:
     if run.config.logging.report_to:
         accelerator.end_training()
     log(accelerator, f"saved the model to {run.output_dir}")
+
+
+def _save_lora(run: Run, model: Any, state_dict: dict[str, Any], staging: Path) -> None:
+    """The adapter always, from the gathered state dict (under FSDP and ZeRO-3 this process's own
+    parameters are a shard); the merged full model unless ``lora.merge`` is off.
+
+    Merging in place is exact only where the base weights are whole and unquantized. A 4-bit base would
+    be re-quantized to NF4 with the small LoRA update inside its rounding, and a sharded one is not whole
+    here: both merge into the base reloaded whole from ``model.name_or_path`` in ``model.torch_dtype``."""
+    lora, m = run.config.lora, run.config.model
+    adapter = staging / "adapter"
+    model.save_pretrained(adapter, state_dict=state_dict, safe_serialization=True)
+    if not lora.merge:
+        return
+    if lora.load_in_4bit or _sharded(run.accelerator):
+        load = dict(torch_dtype=m.torch_dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        merged = models.merge_adapter(m.name_or_path, adapter, **load)
+    else:
+        merged = model.merge_and_unload()
+    merged.save_pretrained(staging, safe_serialization=True)
 
 
 def _last_record(path: Path, key: str = "loss") -> dict[str, Any]:

@@ -191,7 +191,11 @@ class LoraConfig:
     target_modules: list[str] = option(
         ["all-linear"], "modules that get adapters: names like q_proj,v_proj, or all-linear"
     )
-    merge: bool = option(True, "also save the merged full model (the adapter alone is always saved to adapter/)")
+    merge: bool = option(
+        True,
+        "also save the merged full model (the adapter alone is always saved to adapter/); a 4-bit or sharded base "
+        "is reloaded whole to merge into",
+    )
     load_in_4bit: bool = option(False, "QLoRA: load the base in 4-bit NF4 through bitsandbytes (CUDA GPU only)")
 
     def __post_init__(self) -> None:
