@@ -67,7 +67,8 @@ def test_two_objectives_two_seeds_end_to_end_then_resume(tiny_model_dir, tmp_pat
     assert "## Gain over the starting model" in report and "| dpo | 2 |" in report.split("## Against SimPER")[1]
     for name in ("curves.png", "gradient_balance.png", "ppl_density.png", "reward_kl.png"):
         assert (output / name).stat().st_size > 10_000
-    capsys.readouterr()
+    # the plan says its seeds: --seeds 2 is a count (1,2), --seeds 2, the seed 2 alone
+    assert "simper compare: 4 runs (simper, dpo; seeds 1,2) into" in capsys.readouterr().err
 
     # each run trained from its own config file; the comparison's settings are written beside the runs
     run_config = load_config(str(output / "dpo" / "seed-2.train.yaml"), cls=TrainConfig)

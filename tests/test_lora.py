@@ -125,3 +125,53 @@ def test_qlora_preparation_keeps_checkpointing_non_reentrant(tiny_model_dir):
     peft_model = models.add_lora(model, lora, gradient_checkpointing=True)
     funcs = [m._gradient_checkpointing_func for m in peft_model.modules() if hasattr(m, "_gradient_checkpointing_func")]
     assert funcs and all(f.keywords.get("use_reentrant") is False for f in funcs)
+
+
+def test_adapter_weights_are_picked_by_name_and_an_empty_adapter_is_refused():
+    """peft names an adapter's tensors without the adapter name; a state dict with none is an error
+    rather than an empty adapter file (what peft wrote under FSDP1's layer wrapping)."""
+    from simper.models import adapter_weights
+
+    layer = "base_model.model.model.layers.0.self_attn.q_proj"
+    state = {
+        f"{layer}.base_layer.weight": torch.ones(2, 2),
+        f"{layer}.lora_A.default.weight": torch.ones(1, 2),
+        f"{layer}.lora_B.default.weight": torch.zeros(2, 1),
+        "base_model.model.model.embed_tokens.lora_embedding_B.default": torch.ones(3),
+    }
+    assert sorted(adapter_weights(state)) == [
+        "base_model.model.model.embed_tokens.lora_embedding_B",
+        f"{layer}.lora_A.weight",
+        f"{layer}.lora_B.weight",
+    ]
+    with pytest.raises(RuntimeError, match="no LoRA weights of adapter 'default' among the model's 1 tensors"):
+        adapter_weights({f"{layer}.base_layer.weight": torch.ones(2, 2)})
+
+
+def test_fsdp_wraps_decoder_layers_and_a_zero3_run_reloads_its_base_unpartitioned(tiny_model_dir, monkeypatch):
+    """FSDP's transformer auto-wrap reads ``_no_split_modules`` from the module handed to prepare (our
+    wrapper, which had none: the whole model was one FSDP unit). Under ZeRO-3 accelerate keeps its
+    DeepSpeed config registered, so the main process's reload of the base for merging would partition it
+    over processes that wait at a barrier: the reload runs with it unregistered, then puts it back."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    from simper import models, train
+    from simper.logprobs import SequenceLogpsModel
+
+    model = models.load_model(str(tiny_model_dir))
+    assert SequenceLogpsModel(model)._no_split_modules == {"LlamaDecoderLayer"}
+    lora = SimpleNamespace(r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], load_in_4bit=False)
+    assert SequenceLogpsModel(models.add_lora(model, lora))._no_split_modules == {"LlamaDecoderLayer"}
+
+    registered = object()
+    monkeypatch.setattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", lambda: registered)
+    restored = []
+    plugin = SimpleNamespace(set_deepspeed_weakref=lambda: restored.append(True))
+    state = SimpleNamespace(deepspeed_plugin=plugin)
+    accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=state)
+    with train._outside_zero3(accelerator):
+        assert hf_deepspeed._hf_deepspeed_config_weak_ref is None and not hf_deepspeed.is_deepspeed_zero3_enabled()
+    assert restored == [True]

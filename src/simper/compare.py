@@ -112,7 +112,9 @@ def compare(config: CompareConfig) -> Path:
     trainings = [_run_config(config, spec, output / spec.label / f"seed-{spec.seed}") for spec in specs]
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "compare.yaml")  # what this comparison ran with: --settings it to rerun
-    print(f"simper compare: {len(specs)} runs into {output}", file=sys.stderr)
+    labels = ", ".join(dict.fromkeys(spec.label for spec in specs))
+    seeds = ",".join(map(str, config.seeds))
+    print(f"simper compare: {len(specs)} runs ({labels}; seeds {seeds}) into {output}", file=sys.stderr)
     for number, (spec, training) in enumerate(zip(specs, trainings, strict=True), 1):
         folder = Path(training.training.output_dir)
         state = _read_state(folder)

@@ -265,6 +265,12 @@ class SequenceLogpsModel(nn.Module):
         self.model = model
         self.chunk_size = chunk_size
 
+    @property
+    def _no_split_modules(self) -> set[str] | list[str] | None:
+        """The decoder-layer classes, which FSDP's transformer auto-wrap reads from the module it wraps:
+        without them it wraps only this root and every step gathers the whole model at once."""
+        return getattr(self.model, "_no_split_modules", None)
+
     def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return sequence_logps(self.model, batch, chunk_size=self.chunk_size)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -336,6 +338,34 @@ def add_lora(model: Any, lora: Any, gradient_checkpointing: bool = False) -> Any
                 gradient_checkpointing_kwargs={"use_reentrant": False},
             )
         return get_peft_model(model, peft_config)
+
+
+def adapter_weights(state_dict: dict[str, torch.Tensor], name: str = "default") -> dict[str, torch.Tensor]:
+    """The LoRA tensors of a peft model's full ``state_dict``, under the names peft saves them by
+    (``….q_proj.lora_A.default.weight`` → ``….q_proj.lora_A.weight``). Selected by key here rather than by
+    peft's ``save_pretrained``, which matches them to the model's module names: FSDP's layer wrapping
+    changes those (``layers.0._fsdp_wrapped_module.self_attn``), so it found none and wrote an empty adapter."""
+    marker = re.compile(rf"\.{re.escape(name)}(?=\.|$)")  # lora_B.default.weight, lora_embedding_B.default
+    weights = {
+        marker.sub("", key, count=1): tensor.detach().cpu().contiguous()
+        for key, tensor in state_dict.items()
+        if ".lora_" in key and marker.search(key)
+    }
+    if not any(re.search(r"\.lora_(embedding_)?B(\.|$)", key) for key in weights):
+        raise RuntimeError(f"no LoRA weights of adapter {name!r} among the model's {len(state_dict)} tensors")
+    return weights
+
+
+def save_adapter(model: Any, weights: dict[str, torch.Tensor], folder: Path, name: str = "default") -> None:
+    """A peft adapter folder (``adapter_model.safetensors``, ``adapter_config.json``) that
+    ``PeftModel.from_pretrained`` loads, from the ``weights`` of :func:`adapter_weights`."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = copy.copy(model.peft_config[name])
+    config.inference_mode = True  # as peft saves it: loaded for inference unless asked otherwise
+    config.save_pretrained(str(folder))
 
 
 def merge_adapter(name_or_path: str, adapter: str | Path, **load: Any) -> PreTrainedModel:

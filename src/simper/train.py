@@ -7,6 +7,7 @@ beyond ``needs_reference``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -104,7 +105,8 @@ def setup(config: TrainConfig) -> Run:
     model = _load_policy_model(config, load)
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     attention.check_trainable(model, accelerator.device)
-    if accelerator.scaler is not None and any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters()):
+    fp16_weights = any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters())
+    if fp16_weights and _unscales_fp32_only(accelerator.scaler):
         raise UserError(
             "training.fp16 with model.torch_dtype=float16: fp16 loss scaling cannot unscale fp16 gradients; load the "
             "weights in float32 (model.torch_dtype=float32), autocast still runs the matmuls in fp16"
@@ -188,6 +190,14 @@ def _frozen_reference(config: TrainConfig, load: dict[str, Any], accelerator: Ac
     return FrozenReference(
         SequenceLogpsModel(model, config.training.logits_chunk_size).to(accelerator.device), accelerator
     )
+
+
+def _unscales_fp32_only(scaler: Any) -> bool:
+    """Whether fp16 loss scaling is on with torch's GradScaler, which refuses to unscale fp16 gradients
+    (FSDP1's ShardedGradScaler unscales them)."""
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    return scaler is not None and not isinstance(scaler, ShardedGradScaler)
 
 
 def _sharded(accelerator: Accelerator) -> bool:
@@ -522,13 +532,13 @@ def save_final(run: Run) -> None:
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(run.policy).model
-    state_dict = accelerator.get_state_dict(run.policy)
+    state_dict = accelerator.get_state_dict(run.policy)  # every process takes part; the main one gets it all
     state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()} if state_dict is not None else None
     staging = run.output_dir / ".staging-final"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         if run.config.lora.r > 0:
-            _save_lora(run, model, state_dict, staging)
+            _save_lora(run, model, models.adapter_weights(state_dict), staging)
         else:
             model.save_pretrained(
                 staging, state_dict=state_dict, safe_serialization=True, save_function=accelerator.save
@@ -547,8 +557,8 @@ def save_final(run: Run) -> None:
     log(accelerator, f"saved the model to {run.output_dir}")
 
 
-def _save_lora(run: Run, model: Any, state_dict: dict[str, Any], staging: Path) -> None:
-    """The adapter always, from the gathered state dict (under FSDP and ZeRO-3 this process's own
+def _save_lora(run: Run, model: Any, weights: dict[str, torch.Tensor], staging: Path) -> None:
+    """The adapter always, from its gathered ``weights`` (under FSDP and ZeRO-3 this process's own
     parameters are a shard); the merged full model unless ``lora.merge`` is off.
 
     Merging in place is exact only where the base weights are whole and unquantized. A 4-bit base would
@@ -556,15 +566,35 @@ def _save_lora(run: Run, model: Any, state_dict: dict[str, Any], staging: Path) 
     here: both merge into the base reloaded whole from ``model.name_or_path`` in ``model.torch_dtype``."""
     lora, m = run.config.lora, run.config.model
     adapter = staging / "adapter"
-    model.save_pretrained(adapter, state_dict=state_dict, safe_serialization=True)
+    models.save_adapter(model, weights, adapter)
     if not lora.merge:
         return
     if lora.load_in_4bit or _sharded(run.accelerator):
         load = dict(torch_dtype=m.torch_dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
-        merged = models.merge_adapter(m.name_or_path, adapter, **load)
+        with _outside_zero3(run.accelerator):
+            merged = models.merge_adapter(m.name_or_path, adapter, **load)
     else:
         merged = model.merge_and_unload()
     merged.save_pretrained(staging, safe_serialization=True)
+
+
+@contextlib.contextmanager
+def _outside_zero3(accelerator: Accelerator) -> Iterator[None]:
+    """Load a model whole on one process under a ZeRO-3 run: while accelerate's DeepSpeed config is
+    registered, ``from_pretrained`` partitions the weights over every process as it loads them, a
+    collective the others (waiting at a barrier) never join."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        yield
+        return
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
 
 
 def _last_record(path: Path, key: str = "loss") -> dict[str, Any]:
