@@ -125,3 +125,33 @@ def test_a_multimodal_checkpoint_scales_its_logits_as_its_text_model():
 
     assert logit_scale(AyaVisionConfig()) == AyaVisionConfig().text_config.logit_scale  # Cohere 2 inside
     assert logit_scale(MptConfig(logit_scale=3.0)) == 1.0  # MPT's forward never applies its logit_scale
+
+
+def test_a_multimodal_checkpoint_caps_and_attends_as_its_text_model():
+    """Gemma 4 keeps its final-logit soft-cap in text_config and applies it in the outer forward: simper
+    read the outer config and left its logits uncapped (0.29 nats off here). A text body may also run
+    another attention kernel than the outer config names, and the mask must be the body's."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma3Config, Gemma4Config
+
+    from simper.attention import implementation
+    from simper.logprobs import _decoder_and_head, check_head
+
+    text = dict(SIZES, num_key_value_heads=2, head_dim=8, sliding_window=4, vocab_size_per_layer_input=64)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, head_dim=16)
+    config = Gemma4Config(
+        text_config=dict(text, global_head_dim=8, final_logit_softcapping=2.0, hidden_size_per_layer_input=8),
+        vision_config=vision,
+        audio_config=None,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for weight in (p for p in model.parameters() if p.ndim >= 2):
+            weight.mul_(3.0)  # logits large enough for the cap to bite
+    assert _decoder_and_head(model)[3] == 2.0
+    check_head(model)  # simper's log-probs are the model's own
+
+    config = Gemma3Config(text_config=dict(text), vision_config=dict(vision, image_size=32, patch_size=16))
+    body_eager = {"": "sdpa", "text_config": "eager", "vision_config": "sdpa"}
+    assert implementation(AutoModelForCausalLM.from_config(config, attn_implementation=body_eager)) == "eager"

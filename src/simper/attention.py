@@ -53,10 +53,11 @@ _told: set[str] = set()  # implementations whose fall-back has been said (once p
 
 
 def implementation(model: nn.Module) -> str:
-    """The attention implementation a Hugging Face model (optionally peft-wrapped) runs with."""
-    base = peft_base(model)
-    config = getattr(base, "config", None)
-    return getattr(config, "_attn_implementation", None) or "eager"
+    """The attention implementation a Hugging Face model (optionally peft-wrapped) runs its text with: a
+    multimodal model's text body reads its own config's, which can differ from the outer one."""
+    config = getattr(peft_base(model), "config", None)
+    text = text_config(config) if config is not None else None
+    return getattr(text, "_attn_implementation", None) or getattr(config, "_attn_implementation", None) or "eager"
 
 
 def layout_for(model: nn.Module, layout: str, longest: int | None = None) -> str:

@@ -44,7 +44,8 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module, float, fl
         if len(bodies) != 1:
             raise UserError(f"model: cannot tell the transformer body of {type(base).__name__} from its head")
         decoder = bodies[0]
-    softcap = getattr(base.config, "final_logit_softcapping", None)
+    # multimodal checkpoints (Gemma 3n, Gemma 4) keep the cap in their text config and apply it in the outer forward
+    softcap = getattr(models.text_config(base.config), "final_logit_softcapping", None)
     return decoder, head, logit_scale(base.config), softcap
 
 
