@@ -15,7 +15,7 @@ from simper.errors import UserError
 from simper.evaluate import score_ids
 from simper.generate import LOOP_CHECK_EVERY, decode, encode_prompts, generate, nucleus, repeats
 from simper.models import load_model, load_tokenizer
-from simper.pairs import pair_row
+from simper.pairs import check_templates, pair_row
 
 
 def run_pairs(model, out, prompts=6, max_new_tokens=8, *extra):
@@ -108,6 +108,12 @@ def test_a_template_that_refuses_a_conversation_is_named(tiny_model_dir):
         render(PreferencePair(messages, *answers, "pairs.jsonl:line 3"), tokenizer)
     with pytest.raises(UserError, match=r"prompt 'Hi': the chat template refuses"):
         render_prompts(tokenizer, [messages])
+    # a prompt file is checked row by row before any model loads, and named by its file and line
+    rows = [{"id": "line 1", "prompt": "Hi"}, {"id": "line 2", "prompt": messages}]
+    with pytest.raises(UserError, match=r"prompts.jsonl:line 2: the chat template refuses .*System role"):
+        check_templates(tokenizer, rows, "prompts.jsonl")
+    with pytest.raises(UserError, match=r"prompts.jsonl:id 'q7': the chat template refuses"):
+        check_templates(tokenizer, [{"id": "q7", "prompt": messages}], "prompts.jsonl")
 
 
 def test_a_pair_row_keeps_its_own_scores_over_the_prompt_rows(tmp_path):

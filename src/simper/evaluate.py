@@ -37,7 +37,7 @@ from simper.diversity import degeneration, is_looping, sample_diversity
 from simper.generate import TransformersGenerator, encode_prompts, load_generator
 from simper.intervals import prompt_interval
 from simper.logprobs import sequence_logps
-from simper.pairs import as_messages, read_prompts
+from simper.pairs import as_messages, check_templates, read_prompts
 from simper.resources import HELDOUT_PAIRS
 from simper.rewards import load_reward
 from simper.tasks import make_tasks, score
@@ -105,6 +105,8 @@ def evaluate_model(
         if prompts
         else builtin_prompts(num_prompts, seed, prompt_split)
     )
+    if prompts:
+        check_templates(tokenizer, tasks, prompts)
     reward_name, reward_fn = load_reward(reward, trust_remote_code=trust_remote_code)  # before any generation
     generator = load_generator(model_name, backend, seed=seed, trust_remote_code=trust_remote_code)
     messages = [as_messages(task["prompt"]) for task in tasks]

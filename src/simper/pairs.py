@@ -53,6 +53,16 @@ def read_prompts(path: str, *, tasks: bool = False) -> list[dict[str, Any]]:
     return prompts
 
 
+def check_templates(tokenizer: Any, rows: list[dict[str, Any]], source: str) -> None:
+    """Every prompt row through the chat template before a model loads: a template that refuses one
+    (Gemma's and Mistral's raise on a system turn) is named by its file and line (or its ``id``)."""
+    from simper.data.tokenize import apply_template
+
+    for row in rows:
+        where = row["id"] if str(row["id"]).startswith("line ") else f"id {row['id']!r}"
+        apply_template(tokenizer, as_messages(row["prompt"]), f"{source}:{where}", add_generation_prompt=True)
+
+
 def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
     return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
 
@@ -174,6 +184,8 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
     if not todo:
         return counts
     tokenizer = models.load_tokenizer(c.model, trust_remote_code=c.trust_remote_code)
+    if c.prompts:
+        check_templates(tokenizer, todo, c.prompts)
     policy = load_generator(c.model, c.backend, seed=c.seed, trust_remote_code=c.trust_remote_code)
     out.parent.mkdir(parents=True, exist_ok=True)
 
