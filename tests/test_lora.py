@@ -31,7 +31,7 @@ def test_sharded_lora_saves_the_gathered_adapter_and_merges_into_a_reloaded_base
     the local weights once they are gathered (the old code saved zero adapters and the untrained base)."""
     from accelerate import Accelerator
 
-    from simper import train
+    from simper import distributed
 
     gather = Accelerator.get_state_dict
 
@@ -43,7 +43,7 @@ def test_sharded_lora_saves_the_gathered_adapter_and_merges_into_a_reloaded_base
         return state
 
     monkeypatch.setattr(Accelerator, "get_state_dict", gather_then_empty_the_local_weights)
-    monkeypatch.setattr(train, "_sharded", lambda accelerator: True)
+    monkeypatch.setattr(distributed, "sharded", lambda accelerator: True)
     out = tmp_path / "sharded"
     assert run_lora(tiny_model_dir, out) == 0
     check_adapter_and_merge(tiny_model_dir, out)
@@ -158,7 +158,7 @@ def test_fsdp_wraps_decoder_layers_and_a_zero3_run_reloads_its_base_unpartitione
     from accelerate.utils import DistributedType
     from transformers.integrations import deepspeed as hf_deepspeed
 
-    from simper import models, train
+    from simper import distributed, models
     from simper.logprobs import SequenceLogpsModel
 
     model = models.load_model(str(tiny_model_dir))
@@ -172,6 +172,6 @@ def test_fsdp_wraps_decoder_layers_and_a_zero3_run_reloads_its_base_unpartitione
     plugin = SimpleNamespace(set_deepspeed_weakref=lambda: restored.append(True))
     state = SimpleNamespace(deepspeed_plugin=plugin)
     accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=state)
-    with train._outside_zero3(accelerator):
+    with distributed.outside_zero3(accelerator):
         assert hf_deepspeed._hf_deepspeed_config_weak_ref is None and not hf_deepspeed.is_deepspeed_zero3_enabled()
     assert restored == [True]

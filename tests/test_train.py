@@ -185,8 +185,9 @@ def test_sharded_runs_refuse_a_whole_reference_copy_and_deepspeed_clips_at_max_g
 
     from accelerate.utils import DistributedType
 
+    from simper.distributed import deepspeed_clipping
     from simper.errors import UserError
-    from simper.train import _deepspeed_clipping, _frozen_reference
+    from simper.train import _frozen_reference
 
     config = SimpleNamespace(objective=SimpleNamespace(name="dpo"))
     fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
@@ -197,12 +198,12 @@ def test_sharded_runs_refuse_a_whole_reference_copy_and_deepspeed_clips_at_max_g
     with pytest.raises(UserError, match=r"lora\.r > 0"):
         _frozen_reference(config, {}, zero3)
 
-    _deepspeed_clipping(zero3, 0.5)  # accelerate would fill "auto" with 1.0
+    deepspeed_clipping(zero3, 0.5)  # accelerate would fill "auto" with 1.0
     assert plugin.deepspeed_config["gradient_clipping"] == 0.5
-    _deepspeed_clipping(zero3, 2.0)  # a number the user's DeepSpeed config set stays
+    deepspeed_clipping(zero3, 2.0)  # a number the user's DeepSpeed config set stays
     assert plugin.deepspeed_config["gradient_clipping"] == 0.5
     plugin.deepspeed_config["gradient_clipping"] = "auto"
-    _deepspeed_clipping(zero3, 0.0)  # training.max_grad_norm 0 = no clipping, DeepSpeed's 0
+    deepspeed_clipping(zero3, 0.0)  # training.max_grad_norm 0 = no clipping, DeepSpeed's 0
     assert plugin.deepspeed_config["gradient_clipping"] == 0.0
 
 

@@ -7,10 +7,8 @@ beyond ``needs_reference``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,14 +21,16 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from simper import attention, models
+from simper import attention, distributed, models
 from simper.checkpoints import (
     CHECKPOINTS,
     LATEST,
     install_stop_handlers,
+    last_record,
     restore_stop_handlers,
     resume,
     save_checkpoint,
+    save_final,
 )
 from simper.config import TrainConfig, save_config
 from simper.console import Progress, flatten, log, warn_if_off_policy
@@ -39,7 +39,6 @@ from simper.data.pipeline import prepare_data
 from simper.errors import UserError
 from simper.logprobs import AdaptersOff, FrozenReference, Reference, SequenceLogpsModel
 from simper.metrics import pair_stats, reduce_totals, summarize
-from simper.modelcard import write_model_card
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
 from simper.optim import build_optimizer, lr_schedule, warn_if_updates_round_away
 from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
@@ -106,7 +105,7 @@ def setup(config: TrainConfig) -> Run:
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     attention.check_trainable(model, accelerator.device)
     fp16_weights = any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters())
-    if fp16_weights and _unscales_fp32_only(accelerator.scaler):
+    if fp16_weights and distributed.unscales_fp32_only(accelerator.scaler):
         raise UserError(
             "training.fp16 with model.torch_dtype=float16: fp16 loss scaling cannot unscale fp16 gradients; load the "
             "weights in float32 (model.torch_dtype=float32), autocast still runs the matmuls in fp16"
@@ -131,7 +130,7 @@ def setup(config: TrainConfig) -> Run:
     steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
     total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * steps_per_epoch))
     scheduler = lr_schedule(optimizer, t, total_steps, accelerator.num_processes)
-    _deepspeed_clipping(accelerator, t.max_grad_norm)
+    distributed.deepspeed_clipping(accelerator, t.max_grad_norm)
     policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if len(train_loader) != batches_per_process:
         raise RuntimeError(f"accelerate gave each process {len(train_loader)} batches, not {batches_per_process}")
@@ -180,7 +179,7 @@ def _frozen_reference(config: TrainConfig, load: dict[str, Any], accelerator: Ac
     The copy is whole on every process. Under FSDP and ZeRO-3 the policy is sharded and loaded sharded,
     which this copy is not, so there a reference objective needs LoRA, whose reference is the policy
     with its adapters off."""
-    if _sharded(accelerator):
+    if distributed.sharded(accelerator):
         raise UserError(
             f"objective {config.objective.name} needs a reference model, which simper does not shard: under FSDP "
             "or ZeRO-3 use LoRA (lora.r > 0; the reference is then the base under the adapters), a reference-free "
@@ -190,36 +189,6 @@ def _frozen_reference(config: TrainConfig, load: dict[str, Any], accelerator: Ac
     return FrozenReference(
         SequenceLogpsModel(model, config.training.logits_chunk_size).to(accelerator.device), accelerator
     )
-
-
-def _unscales_fp32_only(scaler: Any) -> bool:
-    """Whether fp16 loss scaling is on with torch's GradScaler, which refuses to unscale fp16 gradients
-    (FSDP1's ShardedGradScaler unscales them)."""
-    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-    return scaler is not None and not isinstance(scaler, ShardedGradScaler)
-
-
-def _sharded(accelerator: Accelerator) -> bool:
-    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type == DistributedType.FSDP or (
-        accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
-    )
-
-
-def _deepspeed_clipping(accelerator: Accelerator, max_grad_norm: float) -> None:
-    """Under DeepSpeed, clipping happens inside its engine at the value in its config, which accelerate
-    fills with 1.0 where the config says ``auto``: make ``auto`` mean ``training.max_grad_norm``
-    (≤ 0: none, which DeepSpeed writes as 0)."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        return
-    ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-    if ds_config.get("gradient_clipping", "auto") == "auto":
-        ds_config["gradient_clipping"] = max(float(max_grad_norm), 0.0)
 
 
 def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
@@ -489,7 +458,7 @@ def _final_evaluation(run: Run, metrics_path: Path) -> None:
         return
     t = run.config.training
     evaluated_now = t.eval_steps and run.step % t.eval_steps == 0
-    final = _last_record(metrics_path, "eval/loss") if evaluated_now else evaluate(run)
+    final = last_record(metrics_path, "eval/loss") if evaluated_now else evaluate(run)
     if not evaluated_now:
         _write_metrics(run, metrics_path, {"step": run.step, **final})
     run.final_metrics.update(final)
@@ -520,86 +489,3 @@ def _write_metrics(run: Run, path: Path, record: dict[str, Any]) -> None:
             handle.write(json.dumps(record) + "\n")
     if run.config.logging.report_to:
         run.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-
-# ------------------------------------------------------------------------------------------------
-# save
-# ------------------------------------------------------------------------------------------------
-
-
-def save_final(run: Run) -> None:
-    """The final Hugging Face model folder: weights, config, tokenizer, model card (files replaced atomically)."""
-    accelerator = run.accelerator
-    accelerator.wait_for_everyone()
-    model = accelerator.unwrap_model(run.policy).model
-    state_dict = accelerator.get_state_dict(run.policy)  # every process takes part; the main one gets it all
-    state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()} if state_dict is not None else None
-    staging = run.output_dir / ".staging-final"
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-        if run.config.lora.r > 0:
-            _save_lora(run, model, models.adapter_weights(state_dict), staging)
-        else:
-            model.save_pretrained(
-                staging, state_dict=state_dict, safe_serialization=True, save_function=accelerator.save
-            )
-        run.tokenizer.save_pretrained(staging)
-        last = _last_record(run.output_dir / "metrics.jsonl")
-        write_model_card(staging / "README.md", run.config, run.data_report, {**last, **run.final_metrics})
-        for item in staging.iterdir():
-            if item.is_dir():
-                shutil.rmtree(run.output_dir / item.name, ignore_errors=True)
-            os.replace(item, run.output_dir / item.name)
-        staging.rmdir()
-    accelerator.wait_for_everyone()
-    if run.config.logging.report_to:
-        accelerator.end_training()
-    log(accelerator, f"saved the model to {run.output_dir}")
-
-
-def _save_lora(run: Run, model: Any, weights: dict[str, torch.Tensor], staging: Path) -> None:
-    """The adapter always, from its gathered ``weights`` (under FSDP and ZeRO-3 this process's own
-    parameters are a shard); the merged full model unless ``lora.merge`` is off.
-
-    Merging in place is exact only where the base weights are whole and unquantized. A 4-bit base would
-    be re-quantized to NF4 with the small LoRA update inside its rounding, and a sharded one is not whole
-    here: both merge into the base reloaded whole from ``model.name_or_path`` in ``model.torch_dtype``."""
-    lora, m = run.config.lora, run.config.model
-    adapter = staging / "adapter"
-    models.save_adapter(model, weights, adapter)
-    if not lora.merge:
-        return
-    if lora.load_in_4bit or _sharded(run.accelerator):
-        load = dict(torch_dtype=m.torch_dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
-        with _outside_zero3(run.accelerator):
-            merged = models.merge_adapter(m.name_or_path, adapter, **load)
-    else:
-        merged = model.merge_and_unload()
-    merged.save_pretrained(staging, safe_serialization=True)
-
-
-@contextlib.contextmanager
-def _outside_zero3(accelerator: Accelerator) -> Iterator[None]:
-    """Load a model whole on one process under a ZeRO-3 run: while accelerate's DeepSpeed config is
-    registered, ``from_pretrained`` partitions the weights over every process as it loads them, a
-    collective the others (waiting at a barrier) never join."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        yield
-        return
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
-
-
-def _last_record(path: Path, key: str = "loss") -> dict[str, Any]:
-    """The last record of ``metrics.jsonl`` that holds ``key`` (training or evaluation records)."""
-    if not path.exists():
-        return {}
-    records = [record for line in path.read_text().splitlines() if line and key in (record := json.loads(line))]
-    return records[-1] if records else {}
