@@ -13,9 +13,11 @@ from accelerate import Accelerator
 def unscales_fp32_only(scaler: Any) -> bool:
     """Whether fp16 loss scaling is on with torch's GradScaler, which refuses to unscale fp16 gradients
     (FSDP1's ShardedGradScaler unscales them)."""
+    if scaler is None:  # no fp16 loss scaling: nothing to import at every start
+        return False
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
-    return scaler is not None and not isinstance(scaler, ShardedGradScaler)
+    return not isinstance(scaler, ShardedGradScaler)
 
 
 def sharded(accelerator: Accelerator) -> bool:

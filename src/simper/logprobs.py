@@ -15,7 +15,6 @@ weight gradient per chunk.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -280,13 +279,12 @@ class FrozenReference:
     """The reference model as a frozen copy of the starting model: its per-sequence log-probs, under
     the run's autocast (it is not one of accelerate's prepared models, whose forward would carry it)."""
 
-    def __init__(self, model: nn.Module, accelerator: Any = None):
+    def __init__(self, model: nn.Module, accelerator: Any):
         self.model = model
         self.accelerator = accelerator
 
     def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        autocast = self.accelerator.autocast() if self.accelerator is not None else contextlib.nullcontext()
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), self.accelerator.autocast():
             return self.model(batch)
 
 

@@ -104,8 +104,8 @@ def setup(config: TrainConfig) -> Run:
     model = _load_policy_model(config, load)
     _make_output_dir(output_dir, t.overwrite and not t.resume, accelerator)  # only once data and model loaded
     attention.check_trainable(model, accelerator.device)
-    fp16_weights = any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters())
-    if fp16_weights and distributed.unscales_fp32_only(accelerator.scaler):
+    fp16_trainable = (p.dtype == torch.float16 for p in model.parameters() if p.requires_grad)
+    if distributed.unscales_fp32_only(accelerator.scaler) and any(fp16_trainable):
         raise UserError(
             "training.fp16 with model.torch_dtype=float16: fp16 loss scaling cannot unscale fp16 gradients; load the "
             "weights in float32 (model.torch_dtype=float32), autocast still runs the matmuls in fp16"
