@@ -9,6 +9,7 @@ the seeds they share, prompt by prompt (a paired difference).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,10 +89,61 @@ def paired_difference(
 ) -> Gain | None:
     """Gain of ``runs`` minus gain of ``reference``, seed by seed and prompt by prompt, on shared seeds."""
     ours = {r.seed: prompt_gains(r, wording) for r in finished(runs)}
-    theirs = {r.seed: prompt_gains(r, wording) for r in finished(reference)}
+    return _paired(ours, {r.seed: prompt_gains(r, wording) for r in finished(reference)}, confidence)
+
+
+def _paired(ours: dict[int, dict[str, float]], theirs: dict[int, dict[str, float]], confidence: float) -> Gain | None:
+    """Per-seed, per-prompt gains ``ours`` minus ``theirs``, pooled over the seeds and prompts both have."""
     seeds = sorted(ours.keys() & theirs.keys())
     diffs = [{p: ours[s][p] - theirs[s][p] for p in ours[s].keys() & theirs[s].keys()} for s in seeds]
     return pooled(_matrix(diffs), confidence)
+
+
+def half(prompt_id: str) -> int:
+    """Which half of the prompts (0 or 1) a prompt belongs to, fixed by a hash of its id, so every report
+    splits a prompt set the same way: a tuned objective's setting is picked on one half, read on the other."""
+    return hashlib.sha256(prompt_id.encode("utf-8")).digest()[0] % 2
+
+
+@dataclass
+class Tuned:
+    """An objective tuned the fair way: per seed, the setting with the highest mean gain on one half of the
+    prompts is read on the other half, and the other way round (two-fold cross-fitting). ``gains`` holds,
+    per seed and prompt, the gain of the setting picked without that prompt; ``picks`` the setting picked
+    per (seed, half read)."""
+
+    gains: dict[int, dict[str, float]]
+    picks: dict[tuple[int, int], str]
+
+    def gain(self, confidence: float = 0.95) -> Gain | None:
+        return pooled(_matrix(list(self.gains.values())), confidence)
+
+    def against(self, reference: list[RunRecord], confidence: float = 0.95) -> Gain | None:
+        """This tuned gain minus ``reference``'s gain, on the same seeds and prompts."""
+        return _paired(self.gains, {r.seed: prompt_gains(r) for r in finished(reference)}, confidence)
+
+
+def cross_fitted(settings: dict[str, list[RunRecord]]) -> Tuned | None:
+    """One objective's settings (label -> runs) tuned on half of the prompts and read on the other half,
+    on the seeds every setting finished and the prompts they share. Reading the best setting on the
+    prompts it was picked on overstates it by however lucky the pick was; here no prompt a setting is
+    read on helped pick it, so the gain is what tuning this grid on a selection set would deliver.
+    Ties go to the first label. Seeds whose shared prompts fill one half only are left out; None when
+    no seed is left."""
+    per_label = {label: {r.seed: prompt_gains(r) for r in finished(runs)} for label, runs in settings.items()}
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in per_label.values())))
+    tuned = Tuned({}, {})
+    for seed in seeds:
+        ids = set.intersection(*(set(by_seed[seed]) for by_seed in per_label.values()))
+        halves = [sorted(p for p in ids if half(p) == h) for h in (0, 1)]
+        if not all(halves):  # a seed whose prompts fill one half cannot be cross-fitted
+            continue
+        tuned.gains[seed] = {}
+        for read, pick in ((0, 1), (1, 0)):
+            best = max(per_label, key=lambda label: np.mean([per_label[label][seed][p] for p in halves[pick]]))
+            tuned.picks[seed, read] = best
+            tuned.gains[seed].update({p: per_label[best][seed][p] for p in halves[read]})
+    return tuned if tuned.gains else None
 
 
 def rank_claims(groups: dict[str, list[RunRecord]], reference: str = "simper") -> dict[str, str]:

@@ -10,7 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from simper.report.gains import WORDINGS, family_changes, label_gain, paired_difference, rank_claims
+from simper.report.gains import (
+    WORDINGS,
+    cross_fitted,
+    family_changes,
+    label_gain,
+    paired_difference,
+    rank_claims,
+)
 from simper.report.runs import RunRecord, lookup
 
 # (key in a run's values, column title, format): mean ± std over seeds
@@ -182,6 +189,40 @@ def tuning_table(groups: dict[str, list[RunRecord]]) -> str:
     head = (
         "| objective | settings | runs | train wall, all runs (min) | best setting | its held-out reward "
         "| grid's range |"
+    )
+    return "\n".join([head, "|---|---|---|---|---|---|---|", *rows])
+
+
+def selection_table(groups: dict[str, list[RunRecord]], reference: str = "simper") -> str:
+    """For objectives run at several settings: the grid tuned on one half of the prompts and read on the
+    other (:func:`simper.report.gains.cross_fitted`), its gain and its paired difference to ``reference``,
+    a rank claimed only beyond noise with every tuned objective read at once (Bonferroni)."""
+    by_objective: dict[str, dict[str, list[RunRecord]]] = {}
+    for label, runs in groups.items():
+        by_objective.setdefault(runs[0].objective, {})[label] = runs
+    tuned = {
+        objective: cross_fitted(settings)
+        for objective, settings in by_objective.items()
+        if objective != reference and len(settings) > 1
+    }
+    tuned = {objective: t for objective, t in tuned.items() if t and t.gain()}
+    if not tuned:
+        return ""
+    rows = []
+    for objective, t in tuned.items():
+        picks = ", ".join(f"{label} ×{n}" for label, n in Counter(t.picks.values()).most_common())
+        difference = t.against(groups[reference]) if reference in groups else None
+        claim = "–"
+        if difference:
+            strict = t.against(groups[reference], 1 - 0.05 / len(tuned))
+            claim = {"above": f"{objective} higher", "below": f"{reference} higher"}.get(strict.verdict, "no rank")
+        rows.append(
+            f"| {objective} | {len(by_objective[objective])} | {len(t.gains)} | {picks} | {t.gain()} "
+            f"| {difference or '–'} | {claim} |"
+        )
+    head = (
+        f"| objective | settings | seeds | settings picked (seed × half) | gain, tuned on the other half | minus "
+        f"{reference} | claim |"
     )
     return "\n".join([head, "|---|---|---|---|---|---|---|", *rows])
 
