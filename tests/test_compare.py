@@ -270,38 +270,43 @@ def test_rank_claims_hold_for_all_objectives_set_against_simper_at_once(tmp_path
 
 
 def test_a_tuned_grid_is_read_on_prompts_that_did_not_pick_its_setting(tmp_path):
-    """dpo-beta0.5 is best on one half of the prompts and the default on the other: the in-sample best
-    overstates the grid, the cross-fitted gain reads each half with the setting the other half picked."""
+    """Each of two settings is best on one half of the prompts (which one, per seed): the in-sample best
+    overstates the grid; the cross-fitted gain reads each half with the setting the other half picked."""
     halves = [gains_module.half(f"p{i:02d}") for i in range(20)]
     assert 0 < sum(halves) < 20  # both halves hold prompts
-    settings = {"dpo": ({}, 0.2), "dpo-beta0.5": ({"beta": 0.5}, -0.1)}  # their gain on half 0; on half 1 the reverse
     folders = []
-    for seed in (1, 2, 3):
+    for seed in (1, 2, 3, 4):
         simper = _fixture_run(tmp_path / "simper" / f"seed-{seed}", "simper", seed, 0.6)
         _generations(simper, [0.8 + 0.01 * ((i + seed) % 3) for i in range(20)])  # +0.31 on every prompt
         folders.append(simper)
-        for label, (params, on_zero) in settings.items():
+        for label, params in (("dpo", {}), ("dpo-beta0.5", {"beta": 0.5})):
             run = _fixture_run(tmp_path / label / f"seed-{seed}", "dpo", seed, 0.6, params)
-            _generations(run, [0.5 + (on_zero if h == 0 else 0.1 - on_zero) + 0.001 * seed for h in halves])
+            best_on = (label == "dpo") == (seed != 3)  # dpo's better half is 0, on seed 3 half 1
+            gains = [(0.2 if (h == 0) == best_on else -0.1) + 0.001 * seed for h in halves]
+            _generations(run, [0.5 + g for g in gains][: 15 if seed == 4 else 20])  # seed 4: other prompts
             folders.append(run)
+        failed = _fixture_run(tmp_path / "dpo-beta0.01" / f"seed-{seed}", "dpo", seed, 0.6, {"beta": 0.01}, "failed")
+        folders.append(failed)
     groups = group_runs([load_run(f) for f in folders])
-    tuned = gains_module.cross_fitted({label: groups[label] for label in settings})
-    # half 1 picks dpo-beta0.5 (+0.2 there) for half 0, where it gains -0.1; half 0 picks dpo (+0.2) for half 1
-    assert tuned.picks == {(s, h): ("dpo-beta0.5" if h == 0 else "dpo") for s in (1, 2, 3) for h in (0, 1)}
+    tuned = gains_module.cross_fitted({label: groups[label] for label in ("dpo", "dpo-beta0.01", "dpo-beta0.5")})
+    # half 1 picks for half 0 the setting best on half 1, which gains -0.1 on half 0; and the other way round
+    assert tuned.labels == ["dpo", "dpo-beta0.5"]  # the failed setting is left out, not the objective
+    picks = {(s, h): "dpo-beta0.5" if (h == 0) == (s != 3) else "dpo" for s in (1, 2, 3) for h in (0, 1)}
+    assert tuned.picks == picks  # seed 4 holds other prompts than the three pooled
     assert tuned.gains[2] == {f"p{i:02d}": pytest.approx(-0.1 + 0.002) for i in range(20)}
     assert tuned.gain().mean == pytest.approx(-0.098)
     table = selection_table(groups)
     assert "| dpo | 2 | 3 | dpo-beta0.5 ×3, dpo ×3 | -0.098 [-0.100, -0.096] | -0.408 [" in table
     assert table.endswith("| simper higher |")
-    # a setting that did not run on a seed, or a seed whose prompts fill one half only: nothing to cross-fit
+    # a setting that did not run on a seed, or prompts that fill one half only: nothing to cross-fit
     assert gains_module.cross_fitted({"dpo": groups["dpo"][:1], "dpo-beta0.5": groups["dpo-beta0.5"][1:]}) is None
     one_half = [f for f in folders if "seed-1" in str(f)]
     for folder in one_half:
-        rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
-        kept = [r for r, h in zip(rows, halves, strict=True) if h == 0]
-        (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    only_seed_1 = group_runs([load_run(f) for f in one_half])
-    assert selection_table(only_seed_1) == ""
+        if (folder / "generations.jsonl").exists():
+            rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+            kept = [r for r, h in zip(rows, halves, strict=True) if h == 0]
+            (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    assert selection_table(group_runs([load_run(f) for f in one_half])) == ""
     md = build_report(folders, tmp_path / "report").with_suffix(".md").read_text()
     assert "| dpo | 2 | 2 | dpo-beta0.5 ×2, dpo ×2 |" in md.split("## Tuned on half the prompts")[1]
 

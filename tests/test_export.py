@@ -127,14 +127,17 @@ def test_lm_evaluation_harness_reads_a_trained_run_folder(tiny_model_dir, tmp_pa
     assert 0 <= scores["simper_generated"]["exact_match,none"] <= 1 and 0 <= scores["simper_choice"]["acc,none"] <= 1
     (samples,) = (tmp_path / "out").rglob("samples_simper_choice_*.jsonl")
     tokenizer, model = load_tokenizer(str(run)), AutoModelForCausalLM.from_pretrained(run).eval()
+    prefix = tokenizer.decode(tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id)
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert len(rows) == len(questions)
     for row in rows:
         for (harness_logp, _), request in zip(row["filtered_resps"], row["arguments"].values(), strict=True):
-            # the harness's convention: the context's trailing whitespace moves to the continuation,
-            # and the continuation's ids are the whole text's beyond the context's (BOS included)
+            # the harness's convention: the context's trailing whitespace moves to the continuation, the
+            # continuation's ids are the whole text's beyond the context's, and the tokenizer's special
+            # tokens (here BOS) are added unless the templated text already starts with BOS
             context, continuation = request["arg_0"].rstrip(), request["arg_0"][len(request["arg_0"].rstrip()) :]
-            whole = tokenizer(context + continuation + request["arg_1"]).input_ids
-            prompt = tokenizer(context).input_ids
+            special = not context.startswith(prefix)
+            whole = tokenizer(context + continuation + request["arg_1"], add_special_tokens=special).input_ids
+            prompt = tokenizer(context, add_special_tokens=special).input_ids
             ((ours, _),) = score_ids(model, [prompt], [whole[len(prompt) :]])
             assert float(harness_logp) == pytest.approx(ours, abs=1e-4)

@@ -68,9 +68,9 @@ SELECTION_TEXT = (
     "The grid tuned the fair way: the prompts split in two halves by a hash of their id; per seed, the setting "
     "with the highest mean gain on one half is read on the other, and the other way round, so no prompt a "
     "setting is read on helped pick it. The gain is what tuning this grid on a selection set of that size "
-    "delivers, pooled over seeds and prompts with its 95% interval; the difference to SimPER is paired (same "
-    "seeds and prompts) and claims a rank only beyond noise with every tuned objective read at once "
-    "(Bonferroni)."
+    "delivers, pooled over seeds and prompts with its 95% interval (for this split: the interval does not cover "
+    "how another split would move the picks); the difference to SimPER is paired (same seeds and prompts) and "
+    "claims a rank only beyond noise with every tuned objective in this table read at once (Bonferroni)."
 )
 FAMILY_TEXT = (
     "Share of each constraint family's checks met on unseen-wording instruction prompts (all seeds), and in "

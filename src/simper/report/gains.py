@@ -67,10 +67,13 @@ def _matrix(per_seed: list[dict[str, float]]) -> np.ndarray:
     per_seed = [gains for gains in per_seed if gains]
     if not per_seed:
         return np.empty((0, 0))
-    sets = [frozenset(gains) for gains in per_seed]
-    most = max(set(sets), key=lambda ids: (sets.count(ids), len(ids), sorted(ids)))  # ties: the same pick every run
-    kept = [gains for gains, ids in zip(per_seed, sets, strict=True) if ids == most]
-    return np.array([[gains[p] for p in sorted(most)] for gains in kept])
+    most = _most_common([frozenset(gains) for gains in per_seed])
+    return np.array([[gains[p] for p in sorted(most)] for gains in per_seed if gains.keys() == most])
+
+
+def _most_common(sets: list[frozenset[str]]) -> frozenset[str]:
+    """The prompt set most seeds hold (ties: the larger, then the first sorted: the same pick every run)."""
+    return max(set(sets), key=lambda ids: (sets.count(ids), len(ids), sorted(ids)))
 
 
 def finished(runs: list[RunRecord]) -> list[RunRecord]:
@@ -110,10 +113,11 @@ class Tuned:
     """An objective tuned the fair way: per seed, the setting with the highest mean gain on one half of the
     prompts is read on the other half, and the other way round (two-fold cross-fitting). ``gains`` holds,
     per seed and prompt, the gain of the setting picked without that prompt; ``picks`` the setting picked
-    per (seed, half read)."""
+    per (seed, half read); ``labels`` the settings it picked from."""
 
     gains: dict[int, dict[str, float]]
     picks: dict[tuple[int, int], str]
+    labels: list[str]
 
     def gain(self, confidence: float = 0.95) -> Gain | None:
         return pooled(_matrix(list(self.gains.values())), confidence)
@@ -127,23 +131,33 @@ def cross_fitted(settings: dict[str, list[RunRecord]]) -> Tuned | None:
     """One objective's settings (label -> runs) tuned on half of the prompts and read on the other half,
     on the seeds every setting finished and the prompts they share. Reading the best setting on the
     prompts it was picked on overstates it by however lucky the pick was; here no prompt a setting is
-    read on helped pick it, so the gain is what tuning this grid on a selection set would deliver.
-    Ties go to the first label. Seeds whose shared prompts fill one half only are left out; None when
-    no seed is left."""
+    read on helped pick it, so the gain is what tuning this grid on a selection set of half the prompts
+    would deliver (for this split of the prompts: the interval does not cover how another split would
+    move the picks). Settings with no finished run are left out, ties go to the first label, and only
+    seeds holding the most common prompt set (as the pooled gains keep) with prompts in both halves
+    are read. None when fewer than two settings or no seed are left."""
     per_label = {label: {r.seed: prompt_gains(r) for r in finished(runs)} for label, runs in settings.items()}
+    per_label = {label: by_seed for label, by_seed in per_label.items() if by_seed}
+    if len(per_label) < 2:
+        return None
     seeds = sorted(set.intersection(*(set(by_seed) for by_seed in per_label.values())))
-    tuned = Tuned({}, {})
-    for seed in seeds:
-        ids = set.intersection(*(set(by_seed[seed]) for by_seed in per_label.values()))
-        halves = [sorted(p for p in ids if half(p) == h) for h in (0, 1)]
-        if not all(halves):  # a seed whose prompts fill one half cannot be cross-fitted
-            continue
+    shared = {
+        seed: frozenset.intersection(*(frozenset(by_seed[seed]) for by_seed in per_label.values())) for seed in seeds
+    }
+    shared = {seed: ids for seed, ids in shared.items() if ids}
+    tuned = Tuned({}, {}, list(per_label))
+    most = _most_common(list(shared.values())) if shared else frozenset()
+    halves = [sorted(p for p in most if half(p) == h) for h in (0, 1)]
+    if not all(halves):  # prompts that fill one half only cannot be cross-fitted
+        return None
+    for seed in (seed for seed, ids in shared.items() if ids == most):
         tuned.gains[seed] = {}
         for read, pick in ((0, 1), (1, 0)):
-            best = max(per_label, key=lambda label: np.mean([per_label[label][seed][p] for p in halves[pick]]))
+            means = {label: np.mean([by_seed[seed][p] for p in halves[pick]]) for label, by_seed in per_label.items()}
+            best = max(means, key=lambda label: means[label] if np.isfinite(means[label]) else -np.inf)
             tuned.picks[seed, read] = best
             tuned.gains[seed].update({p: per_label[best][seed][p] for p in halves[read]})
-    return tuned if tuned.gains else None
+    return tuned
 
 
 def rank_claims(groups: dict[str, list[RunRecord]], reference: str = "simper") -> dict[str, str]:

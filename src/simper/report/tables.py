@@ -208,17 +208,18 @@ def selection_table(groups: dict[str, list[RunRecord]], reference: str = "simper
     tuned = {objective: t for objective, t in tuned.items() if t and t.gain()}
     if not tuned:
         return ""
+    differences = {o: t.against(groups[reference]) for o, t in tuned.items()} if reference in groups else {}
+    m = sum(1 for difference in differences.values() if difference)  # as rank_claims: those read against it
     rows = []
     for objective, t in tuned.items():
         picks = ", ".join(f"{label} ×{n}" for label, n in Counter(t.picks.values()).most_common())
-        difference = t.against(groups[reference]) if reference in groups else None
-        claim = "–"
+        difference, claim = differences.get(objective), "–"
         if difference:
-            strict = t.against(groups[reference], 1 - 0.05 / len(tuned))
+            strict = t.against(groups[reference], 1 - 0.05 / m)
             claim = {"above": f"{objective} higher", "below": f"{reference} higher"}.get(strict.verdict, "no rank")
         rows.append(
-            f"| {objective} | {len(by_objective[objective])} | {len(t.gains)} | {picks} | {t.gain()} "
-            f"| {difference or '–'} | {claim} |"
+            f"| {objective} | {len(t.labels)} | {t.gain().seeds} | {picks} | {t.gain()} | {difference or '–'} "
+            f"| {claim} |"
         )
     head = (
         f"| objective | settings | seeds | settings picked (seed × half) | gain, tuned on the other half | minus "
