@@ -10,6 +10,7 @@ the seeds they share, prompt by prompt (a paired difference).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,11 @@ def _paired(ours: dict[int, dict[str, float]], theirs: dict[int, dict[str, float
     return pooled(_matrix(diffs), confidence)
 
 
+def finite_or_worst(value: float) -> float:
+    """``value``, or -inf where it is NaN or infinite: what a pick by the largest mean never picks."""
+    return value if math.isfinite(value) else -math.inf
+
+
 def half(prompt_id: str) -> int:
     """Which half of the prompts (0 or 1) a prompt belongs to, fixed by a hash of its id, so every report
     splits a prompt set the same way: a tuned objective's setting is picked on one half, read on the other."""
@@ -154,7 +160,7 @@ def cross_fitted(settings: dict[str, list[RunRecord]]) -> Tuned | None:
         tuned.gains[seed] = {}
         for read, pick in ((0, 1), (1, 0)):
             means = {label: np.mean([by_seed[seed][p] for p in halves[pick]]) for label, by_seed in per_label.items()}
-            best = max(means, key=lambda label: means[label] if np.isfinite(means[label]) else -np.inf)
+            best = max(means, key=lambda label: finite_or_worst(means[label]))
             tuned.picks[seed, read] = best
             tuned.gains[seed].update({p: per_label[best][seed][p] for p in halves[read]})
     return tuned

@@ -14,6 +14,7 @@ from simper.report.gains import (
     WORDINGS,
     cross_fitted,
     family_changes,
+    finite_or_worst,
     label_gain,
     paired_difference,
     rank_claims,
@@ -167,15 +168,12 @@ def _first_last(runs: list[RunRecord], key: str) -> tuple[float, float] | None:
 
 def tuning_table(groups: dict[str, list[RunRecord]]) -> str:
     """For objectives run at several hyperparameter settings: the best setting and what the grid cost."""
-    by_objective: dict[str, list[str]] = {}
-    for label, runs in groups.items():
-        by_objective.setdefault(runs[0].objective, []).append(label)
     rows = []
-    for objective, labels in by_objective.items():
+    for objective, labels in _by_objective(groups).items():
         if len(labels) < 2 and objective != "simper":
             continue
         runs = [r for label in labels for r in groups[label]]
-        means = {lb: _finite(mean_std([r.values.get("mean_reward") for r in groups[lb]])[0]) for lb in labels}
+        means = {lb: finite_or_worst(mean_std([r.values.get("mean_reward") for r in groups[lb]])[0]) for lb in labels}
         best = max(labels, key=means.get)
         reward, std = mean_std([r.values.get("mean_reward") for r in groups[best]])
         minutes = sum(r.values.get("train_minutes", 0.0) for r in runs)
@@ -197,15 +195,13 @@ def selection_table(groups: dict[str, list[RunRecord]], reference: str = "simper
     """For objectives run at several settings: the grid tuned on one half of the prompts and read on the
     other (:func:`simper.report.gains.cross_fitted`), its gain and its paired difference to ``reference``,
     a rank claimed only beyond noise with every tuned objective read at once (Bonferroni)."""
-    by_objective: dict[str, dict[str, list[RunRecord]]] = {}
-    for label, runs in groups.items():
-        by_objective.setdefault(runs[0].objective, {})[label] = runs
     tuned = {
         objective: cross_fitted(settings)
-        for objective, settings in by_objective.items()
+        for objective, settings in _by_objective(groups).items()
         if objective != reference and len(settings) > 1
     }
-    tuned = {objective: t for objective, t in tuned.items() if t and t.gain()}
+    gains = {objective: t.gain() for objective, t in tuned.items() if t}
+    tuned = {objective: tuned[objective] for objective, gain in gains.items() if gain}
     if not tuned:
         return ""
     differences = {o: t.against(groups[reference]) for o, t in tuned.items()} if reference in groups else {}
@@ -218,7 +214,8 @@ def selection_table(groups: dict[str, list[RunRecord]], reference: str = "simper
             strict = t.against(groups[reference], 1 - 0.05 / m)
             claim = {"above": f"{objective} higher", "below": f"{reference} higher"}.get(strict.verdict, "no rank")
         rows.append(
-            f"| {objective} | {len(t.labels)} | {t.gain().seeds} | {picks} | {t.gain()} | {difference or '–'} "
+            f"| {objective} | {len(t.labels)} | {gains[objective].seeds} | {picks} | {gains[objective]} "
+            f"| {difference or '–'} "
             f"| {claim} |"
         )
     head = (
@@ -228,8 +225,12 @@ def selection_table(groups: dict[str, list[RunRecord]], reference: str = "simper
     return "\n".join([head, "|---|---|---|---|---|---|---|", *rows])
 
 
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else -math.inf
+def _by_objective(groups: dict[str, list[RunRecord]]) -> dict[str, dict[str, list[RunRecord]]]:
+    """The labels (settings) of each objective, with their runs."""
+    by_objective: dict[str, dict[str, list[RunRecord]]] = {}
+    for label, runs in groups.items():
+        by_objective.setdefault(runs[0].objective, {})[label] = runs
+    return by_objective
 
 
 def intro(runs: list[RunRecord], start: dict[str, Any] | None) -> str:
