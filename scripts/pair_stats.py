@@ -1,4 +1,5 @@
-"""What a pair file holds: pairs per task kind, ties dropped, tie-broken pairs, and the chosen and
+"""What a pair file holds: pairs per task kind, ties dropped, tie-broken pairs, pairs the reward tells
+apart per kind with how many samples each prompt took (``--max-samples``), and the chosen and
 rejected responses cut off (at the cap, or stopped in a repetition loop) split into loops and
 long-but-sound answers, with their lengths. Used for the shipped SmolLM2 pairs (docs/results.md).
 
@@ -37,6 +38,11 @@ def main() -> None:
     kinds = Counter(row.get("kind", "?") for row in rows)
     print(f"{len(rows)} pairs ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) from {handled} prompts:")
     print(f"  ties dropped: {handled - len(rows)}; tie-broken pairs: {sum(bool(r.get('tie_broken')) for r in rows)}")
+    for kind in kinds:
+        apart = [r for r in rows if r.get("kind", "?") == kind and not r.get("tie_broken")]
+        drawn = Counter(r["num_samples"] for r in apart if "num_samples" in r)  # written since --max-samples
+        spread = f"; samples drawn {', '.join(f'{k} for {n}' for k, n in sorted(drawn.items()))}" if drawn else ""
+        print(f"  {kind}: {len(apart)} pairs the reward tells apart{spread}")
     for side in ("chosen", "rejected"):
         texts = [row[side][-1]["content"] for row in rows]
         ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]

@@ -297,3 +297,57 @@ def test_a_looping_sample_stops_at_the_first_loop_check_that_catches_it(tiny_mod
         caught = next((n for n in checks if repeats(whole[:n])), len(whole))
         assert stopped == whole[:caught]
     assert any(len(stopped) < len(whole) for whole, stopped in zip(full, cut, strict=True))  # greedy tiny models loop
+
+
+def test_prompts_whose_samples_tie_get_more_until_they_score_apart(tiny_model_dir, tmp_path, monkeypatch):
+    """--max-samples: only the prompts whose k samples all score alike are sampled again, k at a time
+    (the last draw topped up to max_samples), each draw with its own seed; a prompt that splits is
+    paired over all its samples, one that never does is a tie."""
+    import simper.pairs
+    from simper.config import PairsConfig
+    from simper.generate import Generations
+    from simper.pairs import REDRAW_SEED, make_pairs
+
+    calls = []
+
+    def policy(tokenizer, prompts, *, num_samples, seed, on_batch, **settings):
+        draw = len(calls)
+        calls.append(([p[-1]["content"] for p in prompts], num_samples, seed))
+        texts = []
+        for prompt in prompts:
+            name = prompt[-1]["content"]
+            apart = name == "apart" or (name == "split" and draw == 1)  # lengths differ: the reward tells them apart
+            texts.append([("y" * (i + 3)) if apart else f"z{i}" for i in range(num_samples)])
+        finished = [[True] * num_samples for _ in prompts]
+        on_batch(list(range(len(prompts))), texts, finished)
+        return Generations(texts, [[len(t) for t in ts] for ts in texts], finished, 1.0, [[[]] * num_samples] * 3)
+
+    monkeypatch.setattr(simper.pairs, "load_generator", lambda *a, **k: policy)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": n, "prompt": n}) + "\n" for n in ("apart", "split", "never")))
+    out = tmp_path / "pairs.jsonl"
+    config = PairsConfig(
+        output=str(out), model=str(tiny_model_dir), prompts=str(prompts), reward="reward_fixtures:length_reward"
+    )
+    config.num_samples, config.max_samples, config.seed = 2, 5, 3
+    counts = make_pairs(config)
+
+    assert calls == [
+        (["apart", "split", "never"], 2, 3),
+        (["split", "never"], 2, 3 + REDRAW_SEED),
+        (["never"], 1, 3 + 2 * REDRAW_SEED),  # topped up to 5, not 6
+    ]
+    rows = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"apart", "split"}  # "never" tied on all 5 samples: dropped
+    assert (rows["apart"]["num_samples"], rows["split"]["num_samples"]) == (2, 4)
+    assert (rows["split"]["chosen"][0]["content"], rows["split"]["rejected"][0]["content"]) == ("yyyy", "z0")
+    assert (rows["split"]["score_chosen"], rows["split"]["score_rejected"]) == (4.0, 2.0)
+    assert counts["tied_at_k"] == 2 and counts["redrawn"] == 2 and counts["split_by_redraw"] == 1
+    assert (counts["pairs"], counts["ties"], counts["samples"]) == (2, 1, 2 * 3 + 2 * 2 + 1)
+    assert sorted((tmp_path / "pairs.jsonl.seen").read_text().split()) == ["apart", "never", "split"]
+
+
+def test_max_samples_below_k_is_refused(tiny_model_dir, tmp_path, capsys):
+    assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 2, 4, "--num-samples", "4", "--max-samples", "3") == 2
+    assert "max_samples must be 0 or ≥ num_samples (4), got 3" in capsys.readouterr().err
+    assert not (tmp_path / "p.jsonl").exists()

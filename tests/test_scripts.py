@@ -31,3 +31,27 @@ def test_template_pairs_meet_every_constraint_when_chosen_and_fewer_when_rejecte
             assert score(pair, rejected).reward == pair["score_rejected"] < 1.0
         kinds = {pair["kind"] for pair in written}
         assert kinds == {"instructions", "arithmetic"}
+
+
+def test_pair_stats_counts_ties_cut_offs_and_the_samples_each_pair_took(tmp_path, tiny_model_dir):
+    def pair(kind, chosen, rejected, **fields):
+        return {"kind": kind, "chosen": [{"content": chosen}], "rejected": [{"content": rejected}], **fields}
+
+    rows = [
+        pair("arithmetic", "12", "13", score_chosen=1.0, score_rejected=0.0, num_samples=8),
+        pair("arithmetic", "5", "6", score_chosen=0.0, score_rejected=0.0, tie_broken=True, rejected_truncated=True),
+        pair("instructions", "ok", "no", score_chosen=1.0, score_rejected=0.5, num_samples=4),
+    ]
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "p.jsonl.seen").write_text("a\nb\nc\nd\ne\n")  # 5 prompts handled, 3 pairs: 2 ties dropped
+    script = [sys.executable, str(ROOT / "scripts" / "pair_stats.py"), str(pairs), "--model", str(tiny_model_dir)]
+    lines = subprocess.run(script, check=True, capture_output=True, text=True).stdout.splitlines()
+    assert lines[:4] == [
+        "3 pairs (2 arithmetic, 1 instructions) from 5 prompts:",
+        "  ties dropped: 2; tie-broken pairs: 1",
+        "  arithmetic: 1 pairs the reward tells apart; samples drawn 8 for 1",
+        "  instructions: 1 pairs the reward tells apart; samples drawn 4 for 1",
+    ]
+    assert lines[5].startswith("  rejected: 33.3% cut off")
+    assert lines[-1].endswith("pairs whose chosen response ended: 3")

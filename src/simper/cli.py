@@ -77,8 +77,9 @@ def _add_pairs(commands) -> None:
         "pairs",
         help="generate on-policy preference pairs with a reward",
         description="Sample k responses per prompt from a model, score them with a reward, and write the best "
-        "(chosen) and worst (rejected) as a conversational pair; reward ties are broken by degeneration "
-        "(--tie-break), prompts whose samples still tie are dropped. Rerunning with the same output skips prompts "
+        "(chosen) and worst (rejected) as a conversational pair. A prompt whose k samples all score alike can get "
+        "more (--max-samples); reward ties are then broken by degeneration (--tie-break), and prompts whose samples "
+        "still tie are dropped. Rerunning with the same output skips prompts "
         "already handled. Every flag is also a config key (--num-prompts = num_prompts), settable in --config YAML "
         "or as key=value.",
     )
@@ -270,6 +271,16 @@ def run_pairs(args: argparse.Namespace) -> int:
         f"{counts['skipped']} skipped (done before)",
         file=sys.stderr,
     )
+    if counts["redrawn"]:
+        print(
+            f"simper: {counts['tied_at_k']} prompts had all {config.num_samples} samples score alike; "
+            f"{counts['redrawn']} got more samples (up to {config.max_samples}) and "
+            f"{counts['split_by_redraw']} of them then scored apart",
+            file=sys.stderr,
+        )
+    elif counts["samples"]:
+        tied = counts["tied_at_k"]
+        print(f"simper: {tied} prompts had all {config.num_samples} samples score alike", file=sys.stderr)
     if counts["samples"]:
         cut, loops = counts["cut_off"], counts["cut_off_looping"]
         print(

@@ -26,6 +26,7 @@ from simper.rewards import load_reward
 from simper.tasks import make_tasks, task_problem
 
 CHUNK = 256  # prompts generated per round
+REDRAW_SEED = 7919  # a further draw for tied prompts samples with seed + this × draw
 
 
 def read_prompts(path: str, *, tasks: bool = False) -> list[dict[str, Any]]:
@@ -107,6 +108,7 @@ def pair_row(
         "chosen_truncated": not ended[best],  # cut off (cap or loop): trained without an EOS
         "rejected_truncated": not ended[worst],
         "tie_broken": scores[best] == scores[worst],
+        "num_samples": len(responses),
         "reward": reward_name,
     }
 
@@ -123,32 +125,47 @@ def count_cut_offs(counts: dict[str, int], responses: list[str], ended: list[boo
             )
 
 
-def sample_in_chunks(policy, tokenizer, todo: list[dict[str, Any]], c: PairsConfig, write) -> tuple[float, int, int]:
+def sample_in_chunks(policy, tokenizer, todo: list[dict[str, Any]], c: PairsConfig, settle) -> tuple[float, int, int]:
     """Sample the prompts in chunks of :data:`CHUNK` in their drawn order (each chunk sorted by length
     inside the generator), so a run stopped early holds pairs from a representative sample of prompts,
-    not only the longest; ``write`` gets each batch as it is done. Returns seconds, samples, tokens."""
+    not only the longest. ``settle(index, responses, ended)`` gets each prompt's samples as its batch
+    is done and returns False when it wants more: those prompts get ``num_samples`` more (or what is
+    left to ``max_samples``) in one further pass over the chunk, with a seed of their own, until every
+    prompt is settled. Returns seconds, samples, tokens."""
     seconds, samples, tokens = 0.0, 0, 0
+    most = max(c.max_samples, c.num_samples)
     for first in range(0, len(todo), CHUNK):
-        chunk = todo[first : first + CHUNK]
+        pending = list(range(first, min(first + CHUNK, len(todo))))
+        drawn: dict[int, tuple[list[str], list[bool]]] = {i: ([], []) for i in pending}
+        for draw in range(-(-most // c.num_samples)):
+            if not pending:
+                break
+            wanting: list[int] = []
 
-        def write_chunk(indices, texts, finished, offset=first):
-            write([offset + i for i in indices], texts, finished)
+            def on_batch(indices, texts, finished, pending=pending, wanting=wanting, drawn=drawn):
+                for i, responses, ended in zip(indices, texts, finished, strict=True):
+                    index = pending[i]
+                    drawn[index][0].extend(responses)
+                    drawn[index][1].extend(ended)
+                    if not settle(index, *drawn[index], last=len(drawn[index][0]) >= most):
+                        wanting.append(index)
 
-        result = policy(
-            tokenizer,
-            [as_messages(row["prompt"]) for row in chunk],
-            num_samples=c.num_samples,
-            max_new_tokens=c.max_new_tokens,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            batch_size=c.batch_size,
-            seed=c.seed + first,
-            on_batch=write_chunk,
-            stop_loops=c.stop_loops,
-        )
-        seconds += result.seconds
-        samples += sum(map(len, result.texts))
-        tokens += sum(map(sum, result.tokens))
+            result = policy(
+                tokenizer,
+                [as_messages(todo[i]["prompt"]) for i in pending],
+                num_samples=min(c.num_samples, most - c.num_samples * draw),
+                max_new_tokens=c.max_new_tokens,
+                temperature=c.temperature,
+                top_p=c.top_p,
+                batch_size=c.batch_size,
+                seed=c.seed + first + REDRAW_SEED * draw,
+                on_batch=on_batch,
+                stop_loops=c.stop_loops,
+            )
+            seconds += result.seconds
+            samples += sum(map(len, result.texts))
+            tokens += sum(map(sum, result.tokens))
+            pending = sorted(wanting)
     return seconds, samples, tokens
 
 
@@ -164,8 +181,14 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
     reached ``max_new_tokens``: a loop's rest would only repeat it, and on a CPU loops running to the
     cap took most of the decoding time. (vLLM decodes every sample to its end or the cap.)
 
+    With ``max_samples`` above ``num_samples`` (k), a prompt whose k samples the reward scores all
+    alike (an arithmetic problem all k got wrong) is sampled k more at a time until the scores differ
+    or it has ``max_samples``; only then does the tie-break decide. More samples cost decoding only
+    on the prompts that tie.
+
     Returns:
         Counts: prompts, pairs written, of which tie-broken, ties dropped, skipped (already done);
+        prompts whose first k samples all scored alike, of which redrawn, of which split by the redraw;
         samples drawn, of which cut off (at the cap or in a loop), of which caught in a loop.
     """
     c = config
@@ -180,7 +203,7 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
     seen = set(seen_path.read_text().split("\n")) if seen_path.exists() else set()
     todo = [row for row in rows if str(row["id"]) not in seen]
     counts = {"prompts": len(rows), "skipped": len(rows) - len(todo), "pairs": 0, "tie_broken": 0, "ties": 0}
-    counts.update(samples=0, cut_off=0, cut_off_looping=0)
+    counts.update(samples=0, cut_off=0, cut_off_looping=0, tied_at_k=0, redrawn=0, split_by_redraw=0)
     if not todo:
         return counts
     tokenizer = models.load_tokenizer(c.model, trust_remote_code=c.trust_remote_code)
@@ -191,24 +214,28 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
 
     with out.open("a", encoding="utf-8") as pairs_file, seen_path.open("a", encoding="utf-8") as seen_file:
 
-        def write(indices: list[int], texts: list[list[str]], finished: list[list[bool]]) -> None:
-            for index, responses, ended in zip(indices, texts, finished, strict=True):
-                row = todo[index]
-                count_cut_offs(counts, responses, ended, tokenizer)
-                scores = reward_fn(row, responses)
-                picked = pick_pair(scores, responses, ended, c.tie_break)
-                if picked is None:
-                    counts["ties"] += 1
-                else:
-                    counts["pairs"] += 1
-                    counts["tie_broken"] += scores[picked[0]] == scores[picked[1]]
-                    pair = pair_row(row, responses, ended, scores, picked, reward_name)
-                    pairs_file.write(json.dumps(pair) + "\n")
-                seen_file.write(f"{row['id']}\n")
+        def settle(index: int, responses: list[str], ended: list[bool], last: bool) -> bool:
+            row = todo[index]
+            scores = reward_fn(row, responses)
+            if not last and len(set(scores)) == 1:
+                return False  # every sample scored alike: draw more before the tie-break decides
+            count_cut_offs(counts, responses, ended, tokenizer)
+            counts["tied_at_k"] += len(set(scores[: c.num_samples])) == 1
+            counts["redrawn"] += len(responses) > c.num_samples
+            picked = pick_pair(scores, responses, ended, c.tie_break)
+            if picked is None:
+                counts["ties"] += 1
+            else:
+                counts["pairs"] += 1
+                counts["tie_broken"] += scores[picked[0]] == scores[picked[1]]
+                counts["split_by_redraw"] += len(set(scores[: c.num_samples])) == 1 and len(set(scores)) > 1
+                pairs_file.write(json.dumps(pair_row(row, responses, ended, scores, picked, reward_name)) + "\n")
+            seen_file.write(f"{row['id']}\n")
             pairs_file.flush()
             seen_file.flush()
+            return True
 
-        seconds, samples, tokens = sample_in_chunks(policy, tokenizer, todo, c, write)
+        seconds, samples, tokens = sample_in_chunks(policy, tokenizer, todo, c, settle)
     print(
         f"simper: {samples / max(seconds, 1e-9):.2f} samples/s, {tokens / max(seconds, 1e-9):.0f} tokens/s "
         f"over {seconds:.0f} s",

@@ -29,6 +29,11 @@ class PairsConfig:
     split: str = choice_option("train", "built-in task split", PROMPT_SPLITS)
     reward: str = option("builtin", "builtin (task checkers), module:function, or a reward-model folder/hub id")
     num_samples: int = option(4, "responses sampled per prompt (k)")
+    max_samples: int = option(
+        0,
+        "a prompt whose samples the reward scores all alike gets k more, until they differ or it has this many "
+        "(0: k, no more)",
+    )
     temperature: float = option(0.8, "sampling temperature")
     top_p: float = option(0.95, "nucleus sampling p")
     max_new_tokens: int = option(256, "response length cap")
@@ -51,6 +56,8 @@ class PairsConfig:
             raise ValueError("output: the pairs file to write is required (--output FILE)")
         if self.num_samples < 2:
             raise ValueError(f"num_samples must be ≥ 2 to make a pair, got {self.num_samples}")
+        if self.max_samples and self.max_samples < self.num_samples:
+            raise ValueError(f"max_samples must be 0 or ≥ num_samples ({self.num_samples}), got {self.max_samples}")
         check_choices(self)
 
 
@@ -190,6 +197,7 @@ class IterateConfig(RunsConfig):
     prompts_per_round: int = option(400, "fresh built-in training prompts sampled per round")
     seed: int = option(0, "round r draws its prompts with seed + r")
     num_samples: int = option(4, "responses sampled per prompt (k)")
+    max_samples: int = option(0, "more samples for a prompt whose k tie on the reward, up to this many (0: k)")
     pairs_max_new_tokens: int = option(256, "sampling length cap")
     epochs_per_round: float = option(
         1.0,
@@ -209,4 +217,9 @@ class IterateConfig(RunsConfig):
 
     def sampling(self) -> dict[str, Any]:
         """The :class:`PairsConfig` settings of every round's pairs."""
-        return {"num_samples": self.num_samples, "max_new_tokens": self.pairs_max_new_tokens, "reward": self.reward}
+        return {
+            "num_samples": self.num_samples,
+            "max_samples": self.max_samples,
+            "max_new_tokens": self.pairs_max_new_tokens,
+            "reward": self.reward,
+        }
