@@ -351,3 +351,5 @@ def test_max_samples_below_k_is_refused(tiny_model_dir, tmp_path, capsys):
     assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 2, 4, "--num-samples", "4", "--max-samples", "3") == 2
     assert "max_samples must be 0 or ≥ num_samples (4), got 3" in capsys.readouterr().err
     assert not (tmp_path / "p.jsonl").exists()
+    assert run_pairs(tiny_model_dir, tmp_path / "p.jsonl", 2, 4, "--max-samples", "8", "--temperature", "0") == 2
+    assert "at temperature 0 every sample is the same greedy answer" in capsys.readouterr().err

@@ -128,10 +128,11 @@ def count_cut_offs(counts: dict[str, int], responses: list[str], ended: list[boo
 def sample_in_chunks(policy, tokenizer, todo: list[dict[str, Any]], c: PairsConfig, settle) -> tuple[float, int, int]:
     """Sample the prompts in chunks of :data:`CHUNK` in their drawn order (each chunk sorted by length
     inside the generator), so a run stopped early holds pairs from a representative sample of prompts,
-    not only the longest. ``settle(index, responses, ended)`` gets each prompt's samples as its batch
-    is done and returns False when it wants more: those prompts get ``num_samples`` more (or what is
-    left to ``max_samples``) in one further pass over the chunk, with a seed of their own, until every
-    prompt is settled. Returns seconds, samples, tokens."""
+    not only the longest. ``settle(index, new, responses, ended, last)`` gets each prompt's samples as
+    its batch is done (``new`` of them just drawn; ``last`` when no more may be) and returns False when
+    it wants more: those prompts get ``num_samples`` more (the last draw only what is left to
+    ``max_samples``), one pass per draw over the chunk's prompts still unsettled, each pass with a seed
+    of its own. Returns seconds, samples, tokens."""
     seconds, samples, tokens = 0.0, 0, 0
     most = max(c.max_samples, c.num_samples)
     for first in range(0, len(todo), CHUNK):
@@ -147,8 +148,11 @@ def sample_in_chunks(policy, tokenizer, todo: list[dict[str, Any]], c: PairsConf
                     index = pending[i]
                     drawn[index][0].extend(responses)
                     drawn[index][1].extend(ended)
-                    if not settle(index, *drawn[index], last=len(drawn[index][0]) >= most):
+                    if not settle(index, len(responses), *drawn[index], last=len(drawn[index][0]) >= most):
                         wanting.append(index)
+
+            if draw:
+                print(f"simper: {len(pending)} prompts whose samples tied get more (draw {draw + 1})", file=sys.stderr)
 
             result = policy(
                 tokenizer,
@@ -213,10 +217,12 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     with out.open("a", encoding="utf-8") as pairs_file, seen_path.open("a", encoding="utf-8") as seen_file:
+        scored: dict[int, list[float]] = {}
 
-        def settle(index: int, responses: list[str], ended: list[bool], last: bool) -> bool:
+        def settle(index: int, new: int, responses: list[str], ended: list[bool], last: bool) -> bool:
             row = todo[index]
-            scores = reward_fn(row, responses)
+            scores = scored.setdefault(index, [])
+            scores += reward_fn(row, responses[-new:])  # each sample scored once, as it is drawn
             if not last and len(set(scores)) == 1:
                 return False  # every sample scored alike: draw more before the tie-break decides
             count_cut_offs(counts, responses, ended, tokenizer)
@@ -233,6 +239,7 @@ def make_pairs(config: PairsConfig) -> dict[str, int]:
             seen_file.write(f"{row['id']}\n")
             pairs_file.flush()
             seen_file.flush()
+            del scored[index]
             return True
 
         seconds, samples, tokens = sample_in_chunks(policy, tokenizer, todo, c, settle)

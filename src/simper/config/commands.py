@@ -58,6 +58,8 @@ class PairsConfig:
             raise ValueError(f"num_samples must be ≥ 2 to make a pair, got {self.num_samples}")
         if self.max_samples and self.max_samples < self.num_samples:
             raise ValueError(f"max_samples must be 0 or ≥ num_samples ({self.num_samples}), got {self.max_samples}")
+        if self.max_samples > self.num_samples and self.temperature == 0:
+            raise ValueError("max_samples: at temperature 0 every sample is the same greedy answer; more cannot differ")
         check_choices(self)
 
 
