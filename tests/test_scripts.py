@@ -55,3 +55,31 @@ def test_pair_stats_counts_ties_cut_offs_and_the_samples_each_pair_took(tmp_path
     ]
     assert lines[5].startswith("  rejected: 33.3% cut off")
     assert lines[-1].endswith("pairs whose chosen response ended: 3")
+
+
+def test_shipped_training_pairs_are_training_prompts_scored_as_written():
+    """Both shipped training sets: training-split prompts in training wording only, none of them among
+    the held-out pairs or the hand-written prompts, one pair per prompt, and every score what the
+    checkers give today. The large set holds the default one."""
+    from simper.resources import HANDWRITTEN_PROMPTS, SHIPPED_PAIRS
+    from simper.tasks import split_of
+
+    def text(row):
+        return row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else row["prompt"]
+
+    def rows_of(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    held_out = {text(row) for path in (HELDOUT_PAIRS, HANDWRITTEN_PROMPTS) for row in rows_of(path)}
+    prompts = {}
+    for name, path in SHIPPED_PAIRS.items():
+        rows = rows_of(path)
+        prompts[name] = [text(row) for row in rows]
+        assert len(set(prompts[name])) == len(rows), name
+        assert not set(prompts[name]) & held_out, name
+        for row in rows:
+            assert row["phrasing"] == "seen" and split_of(text(row)) == "train", (name, row["id"])
+            assert score(row, row["chosen"][-1]["content"]).reward == row["score_chosen"], (name, row["id"])
+            assert score(row, row["rejected"][-1]["content"]).reward == row["score_rejected"], (name, row["id"])
+    assert len(prompts["smollm2-pairs-large"]) >= 1500
+    assert set(prompts["smollm2-pairs"]) <= set(prompts["smollm2-pairs-large"])

@@ -383,3 +383,28 @@ def test_compiled_layers_train_as_the_eager_ones(tiny_model_dir, tmp_path):
         assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-3)
     for key, value in weights(tmp_path / "eager").items():
         assert_close(weights(tmp_path / "compiled")[key], value, atol=1e-5, rtol=1e-3)
+
+
+def test_shipped_pair_sets_go_by_name_and_bring_their_held_out_set(tmp_path, monkeypatch):
+    import simper.train
+    from simper.config import TrainConfig
+    from simper.resources import HELDOUT_PAIRS, LARGE_TRAIN_PAIRS, TRAIN_PAIRS
+
+    read = []
+    monkeypatch.setattr(
+        simper.train, "prepare_data", lambda train, held_out, **settings: read.append((train, held_out))
+    )
+    mine = tmp_path / "mine.jsonl"
+    for sources in ([], ["smollm2-pairs-large"], ["smollm2-pairs", "smollm2-pairs-large"], [str(mine)]):
+        config = TrainConfig()
+        config.data.train = sources
+        simper.train._prepare_data(config, tokenizer=None)
+    shipped, large, both = [str(TRAIN_PAIRS)], [str(LARGE_TRAIN_PAIRS)], [str(TRAIN_PAIRS), str(LARGE_TRAIN_PAIRS)]
+    held_out = [str(HELDOUT_PAIRS)]
+    assert read == [(shipped, held_out), (large, held_out), (both, held_out), ([str(mine)], [])]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-pairs").write_text("")  # a file of that name is read as the file
+    config = TrainConfig()
+    config.data.train = ["smollm2-pairs"]
+    simper.train._prepare_data(config, tokenizer=None)
+    assert read[-1] == (["smollm2-pairs"], [])

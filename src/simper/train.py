@@ -41,7 +41,7 @@ from simper.logprobs import AdaptersOff, FrozenReference, Reference, SequenceLog
 from simper.metrics import pair_stats, reduce_totals, summarize
 from simper.objectives import Objective, SequenceLogps, get_objective, mean_logp_gradients
 from simper.optim import build_optimizer, lr_schedule, warn_if_updates_round_away
-from simper.resources import HELDOUT_PAIRS, TRAIN_PAIRS
+from simper.resources import HELDOUT_PAIRS, SHIPPED_PAIRS, TRAIN_PAIRS, pair_file
 
 
 @dataclass
@@ -202,12 +202,14 @@ def _accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
 
 
 def _prepare_data(config: TrainConfig, tokenizer: Any):
-    """The tokenized train and held-out pairs; no data named means the shipped pairs and their held-out set."""
+    """The tokenized train and held-out pairs; no data named, or only shipped pair sets by name, means
+    the shipped held-out set unless another is given."""
     d = config.data
-    shipped = not d.train
+    train = [pair_file(source) for source in d.train] or [str(TRAIN_PAIRS)]
+    shipped = set(train) <= {str(path) for path in SHIPPED_PAIRS.values()}
     return prepare_data(
-        d.train or [str(TRAIN_PAIRS)],
-        d.eval or ([str(HELDOUT_PAIRS)] if shipped and not d.eval_fraction else []),
+        train,
+        [pair_file(source) for source in d.eval] or ([str(HELDOUT_PAIRS)] if shipped and not d.eval_fraction else []),
         tokenizer=tokenizer,
         split=d.split,
         eval_split=d.eval_split,

@@ -5,12 +5,16 @@ from pathlib import Path
 HERE = Path(__file__).parent
 EXAMPLE_PAIRS = HERE / "example_pairs.jsonl"
 TRAIN_PAIRS = HERE / "smollm2_train_pairs.jsonl"
+LARGE_TRAIN_PAIRS = HERE / "smollm2_train_pairs_large.jsonl"
+"""The shipped training pairs and more of the same kind (other seeds' prompts, some with more samples
+for prompts that tied): ``data.train=smollm2-pairs-large``; docs/pairs-and-eval.md says how each was made."""
 HELDOUT_PAIRS = HERE / "smollm2_heldout_pairs.jsonl"
 HANDWRITTEN_PROMPTS = HERE / "handwritten_prompts.jsonl"
 """96 held-out prompts written by hand (64 instructions, 32 word problems) in wording, framings and
 problem templates of their own: no sentence of the built-in generator's, which writes every
 training prompt. ``--prompts handwritten`` in ``simper eval`` and ``simper compare``."""
 SHIPPED_PROMPTS = {"handwritten": HANDWRITTEN_PROMPTS}
+SHIPPED_PAIRS = {"smollm2-pairs": TRAIN_PAIRS, "smollm2-pairs-large": LARGE_TRAIN_PAIRS}
 
 
 def prompt_file(name_or_path: str) -> str:
@@ -18,4 +22,12 @@ def prompt_file(name_or_path: str) -> str:
     there; else the path as given."""
     if name_or_path in SHIPPED_PROMPTS and not Path(name_or_path).exists():
         return str(SHIPPED_PROMPTS[name_or_path])
+    return name_or_path
+
+
+def pair_file(name_or_path: str) -> str:
+    """A shipped pair set's file for its name (``smollm2-pairs``, ``smollm2-pairs-large``), unless a
+    file of that name is there; else the source as given."""
+    if name_or_path in SHIPPED_PAIRS and not Path(name_or_path).exists():
+        return str(SHIPPED_PAIRS[name_or_path])
     return name_or_path
