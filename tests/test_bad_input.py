@@ -42,6 +42,9 @@ ACCEPTED = {
     "identical_pair.jsonl": r"pairs read: 2; kept for training: 1; held out: 0; "
     r"dropped: 1 chosen identical to rejected",
     "long_prompt.jsonl": r"pairs read: 2; kept for training: 2",  # the prompt keeps its last max_prompt_length tokens
+    # trained twice, as the user gave it, but said: two sources that overlap do this unseen
+    "repeated_pair.jsonl": r"warning: training pairs repeated word for word \(prompt, chosen and rejected\): 1 "
+    r"\(the first: \S*repeated_pair.jsonl:line 3, as \S*repeated_pair.jsonl:line 1\)",
 }
 CONFIG_CASES = {
     "wrong_type.yaml": r"wrong_type.yaml: training.learning_rate: expected a number, got 'fast'",
@@ -88,6 +91,18 @@ def test_accepted_with_documented_drops(tiny_model_dir, tmp_path, capsys, name):
 def test_bad_config(tiny_model_dir, tmp_path, capsys, name):
     assert run(tiny_model_dir, tmp_path / "run", "--config", str(BAD / name)) == 2
     assert_one_line_error(capsys, CONFIG_CASES[name])
+
+
+def test_a_misspelt_shipped_set_names_the_shipped_ones(tiny_model_dir, tmp_path, capsys):
+    assert run(tiny_model_dir, tmp_path / "run", "--data", "smollm2-pairs-larg") == 2
+    assert_one_line_error(
+        capsys,
+        r"smollm2-pairs-larg: no such file or folder, nor a shipped pair set \(did you mean smollm2-pairs-large\? "
+        r"shipped: smollm2-pairs, smollm2-pairs-large\)",
+    )
+    assert not (tmp_path / "run").exists()
+    assert main(["eval", str(tiny_model_dir), "--prompts", "handwriten"]) == 2
+    assert_one_line_error(capsys, r"handwriten: .*\(did you mean handwritten\? shipped: handwritten\)")
 
 
 def test_not_a_model(tmp_path, capsys):

@@ -36,6 +36,20 @@ def read_pairs(sources: list[str], split: str, report: list[str]) -> tuple[list[
     return pairs, drops
 
 
+def repeated_pairs(pairs: list[PreferencePair]) -> list[tuple[PreferencePair, PreferencePair]]:
+    """``(repeat, its first occurrence)`` for every pair whose prompt, chosen and rejected responses
+    all match an earlier pair's: the same rows read twice, say from two sources that overlap."""
+    first: dict[str, PreferencePair] = {}
+    repeats = []
+    for pair in pairs:
+        key = json.dumps([pair.prompt, pair.chosen, pair.rejected], sort_keys=True)
+        if key in first:
+            repeats.append((pair, first[key]))
+        else:
+            first[key] = pair
+    return repeats
+
+
 def balance_by_length(pairs: list[TokenizedPair]) -> tuple[list[TokenizedPair], int]:
     """As many pairs whose chosen response is shorter than the rejected one as pairs where it is not.
 
@@ -91,6 +105,13 @@ def prepare_data(
     report: list[str] = []
     train_pairs, drops = read_pairs(train_sources, split, report)
     read_count = len(train_pairs) + sum(drops.values())
+    repeated = repeated_pairs(train_pairs)
+    if repeated:
+        first, earlier = repeated[0]
+        report.append(
+            f"warning: training pairs repeated word for word (prompt, chosen and rejected): {len(repeated)} "
+            f"(the first: {first.origin}, as {earlier.origin}); each trains as often as it appears"
+        )
     if drop_truncated != "none":
         kept = [
             p for p in train_pairs if not (p.chosen_truncated or (drop_truncated == "any" and p.rejected_truncated))

@@ -1,6 +1,9 @@
 """Data shipped with the package."""
 
+import difflib
 from pathlib import Path
+
+from simper.errors import UserError
 
 HERE = Path(__file__).parent
 EXAMPLE_PAIRS = HERE / "example_pairs.jsonl"
@@ -20,14 +23,27 @@ SHIPPED_PAIRS = {"smollm2-pairs": TRAIN_PAIRS, "smollm2-pairs-large": LARGE_TRAI
 def prompt_file(name_or_path: str) -> str:
     """A shipped prompt set's file for its name (``handwritten``), unless a file of that name is
     there; else the path as given."""
-    if name_or_path in SHIPPED_PROMPTS and not Path(name_or_path).exists():
-        return str(SHIPPED_PROMPTS[name_or_path])
-    return name_or_path
+    return _shipped(name_or_path, SHIPPED_PROMPTS, "prompt set")
 
 
 def pair_file(name_or_path: str) -> str:
     """A shipped pair set's file for its name (``smollm2-pairs``, ``smollm2-pairs-large``), unless a
     file of that name is there; else the source as given."""
-    if name_or_path in SHIPPED_PAIRS and not Path(name_or_path).exists():
-        return str(SHIPPED_PAIRS[name_or_path])
+    return _shipped(name_or_path, SHIPPED_PAIRS, "pair set")
+
+
+def _shipped(name_or_path: str, shipped: dict[str, Path], kind: str) -> str:
+    """The file a shipped set's name stands for; a path that exists, or any other source, as given.
+    A missing name one typo away from a shipped one is refused, naming the shipped sets (the reader
+    would otherwise say only that no such file exists)."""
+    if Path(name_or_path).exists():
+        return name_or_path
+    if name_or_path in shipped:
+        return str(shipped[name_or_path])
+    near = difflib.get_close_matches(name_or_path, shipped, n=1, cutoff=0.8)
+    if near:
+        names = ", ".join(shipped)
+        raise UserError(
+            f"{name_or_path}: no such file or folder, nor a shipped {kind} (did you mean {near[0]}? shipped: {names})"
+        )
     return name_or_path
