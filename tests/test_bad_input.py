@@ -42,9 +42,10 @@ ACCEPTED = {
     "identical_pair.jsonl": r"pairs read: 2; kept for training: 1; held out: 0; "
     r"dropped: 1 chosen identical to rejected",
     "long_prompt.jsonl": r"pairs read: 2; kept for training: 2",  # the prompt keeps its last max_prompt_length tokens
-    # trained twice, as the user gave it, but said: two sources that overlap do this unseen
-    "repeated_pair.jsonl": r"warning: training pairs repeated word for word \(prompt, chosen and rejected\): 1 "
-    r"\(the first: \S*repeated_pair.jsonl:line 3, as \S*repeated_pair.jsonl:line 1\)",
+    # kept as the user gave it (both copies train), but said: two sources that overlap do this unseen
+    "repeated_pair.jsonl": r"warning: training pairs read that repeat an earlier one word for word \(prompt, chosen "
+    r"and rejected\): 1 \(the first: \S*repeated_pair.jsonl:line 3, as \S*repeated_pair.jsonl:line 1\); repeats "
+    r"are kept, not merged\n(.*\n)*.*pairs read: 3; kept for training: 3",
 }
 CONFIG_CASES = {
     "wrong_type.yaml": r"wrong_type.yaml: training.learning_rate: expected a number, got 'fast'",
@@ -103,6 +104,24 @@ def test_a_misspelt_shipped_set_names_the_shipped_ones(tiny_model_dir, tmp_path,
     assert not (tmp_path / "run").exists()
     assert main(["eval", str(tiny_model_dir), "--prompts", "handwriten"]) == 2
     assert_one_line_error(capsys, r"handwriten: .*\(did you mean handwritten\? shipped: handwritten\)")
+
+
+def test_sources_named_like_a_shipped_set_are_read_as_given(tmp_path, monkeypatch):
+    """Only a bare name is taken for a misspelt shipped set: a hub id, a split, a file or a folder that
+    is there go to the reader as they are."""
+    from simper.resources import pair_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-pairs-larger").mkdir()  # a save_to_disk folder, read with its split
+    for source in (
+        "me/smollm2-pairs",
+        "bob/smollm2-pairs-large:train",
+        "smollm2-pairs-larger:train",
+        "smollm2-pairs-larger",
+        "smollm2-pairs.jsonl",
+        "./smollm2-pairs",
+    ):
+        assert pair_file(source) == source
 
 
 def test_not_a_model(tmp_path, capsys):

@@ -55,6 +55,12 @@ def test_pair_stats_counts_ties_cut_offs_and_the_samples_each_pair_took(tmp_path
     ]
     assert lines[5].startswith("  rejected: 33.3% cut off")
     assert lines[-1].endswith("pairs whose chosen response ended: 3")
+    (tmp_path / "p.jsonl.seen").unlink()  # a merged file: the prompts that tied are not known
+    lines = subprocess.run(script, check=True, capture_output=True, text=True).stdout.splitlines()
+    assert lines[:2] == [
+        "3 pairs (2 arithmetic, 1 instructions):",
+        f"  ties dropped: unknown (no .seen file beside {pairs}); tie-broken pairs: 1",
+    ]
 
 
 def test_shipped_training_pairs_are_training_prompts_scored_as_written():

@@ -1,11 +1,11 @@
-"""Splitting the training file into training and held-out pairs."""
+"""Splitting the training file into training and held-out pairs; repeated pairs."""
 
 from __future__ import annotations
 
 import pytest
 
 from simper.data.formats import PreferencePair
-from simper.data.pipeline import split_by_prompt
+from simper.data.pipeline import repeated_pairs, split_by_prompt
 from simper.errors import UserError
 
 
@@ -47,3 +47,25 @@ def test_a_held_out_source_that_is_a_training_source_is_refused(tmp_path):
     with pytest.raises(UserError, match="holds one dataset, without splits"):
         read_rows(f"{folder}:nosuchsplit")
     assert len(read_rows(str(folder))) == 4
+
+
+def test_repeated_pairs_are_word_for_word_copies_in_any_key_order():
+    """Chat messages whose keys come in another order are the same pair; one differing character, or
+    chosen and rejected swapped, is another pair. Extra message fields that JSON cannot write (bytes)
+    do not crash the check."""
+    user = [{"role": "user", "content": "Hi"}]
+    answer = [{"role": "assistant", "content": "Hello", "meta": b"\x00"}]
+    reordered = [{"content": "Hello", "meta": b"\x00", "role": "assistant"}]
+    other = [{"role": "assistant", "content": "Hello."}]
+    pairs = [
+        PreferencePair(user, answer, other, "a.jsonl:line 1"),
+        PreferencePair(user, reordered, other, "b.jsonl:line 7"),  # a copy of line 1
+        PreferencePair(user, other, answer, "b.jsonl:line 8"),  # swapped: another pair
+        PreferencePair("Say hi.", "Hi!", "No.", "c.jsonl:line 1"),
+        PreferencePair("Say hi.", "Hi!", "No!", "c.jsonl:line 2"),
+        PreferencePair("Say hi.", "Hi!", "No.", "c.jsonl:line 3"),  # a copy of c's line 1
+    ]
+    assert [(a.origin, b.origin) for a, b in repeated_pairs(pairs)] == [
+        ("b.jsonl:line 7", "a.jsonl:line 1"),
+        ("c.jsonl:line 3", "c.jsonl:line 1"),
+    ]

@@ -42,7 +42,7 @@ def repeated_pairs(pairs: list[PreferencePair]) -> list[tuple[PreferencePair, Pr
     first: dict[str, PreferencePair] = {}
     repeats = []
     for pair in pairs:
-        key = json.dumps([pair.prompt, pair.chosen, pair.rejected], sort_keys=True)
+        key = json.dumps([pair.prompt, pair.chosen, pair.rejected], sort_keys=True, default=repr)
         if key in first:
             repeats.append((pair, first[key]))
         else:
@@ -109,8 +109,8 @@ def prepare_data(
     if repeated:
         first, earlier = repeated[0]
         report.append(
-            f"warning: training pairs repeated word for word (prompt, chosen and rejected): {len(repeated)} "
-            f"(the first: {first.origin}, as {earlier.origin}); each trains as often as it appears"
+            f"warning: training pairs read that repeat an earlier one word for word (prompt, chosen and rejected): "
+            f"{len(repeated)} (the first: {first.origin}, as {earlier.origin}); repeats are kept, not merged"
         )
     if drop_truncated != "none":
         kept = [

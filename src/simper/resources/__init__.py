@@ -34,13 +34,15 @@ def pair_file(name_or_path: str) -> str:
 
 def _shipped(name_or_path: str, shipped: dict[str, Path], kind: str) -> str:
     """The file a shipped set's name stands for; a path that exists, or any other source, as given.
-    A missing name one typo away from a shipped one is refused, naming the shipped sets (the reader
-    would otherwise say only that no such file exists)."""
-    if Path(name_or_path).exists():
+    A bare name (no folder, split or file type: nothing the reader could take for a file or a hub
+    dataset) close to a shipped set's is refused, naming the shipped sets; the reader would say only
+    that no such file exists."""
+    if Path(name_or_path).exists() or Path(name_or_path.partition(":")[0]).exists():
         return name_or_path
     if name_or_path in shipped:
         return str(shipped[name_or_path])
-    near = difflib.get_close_matches(name_or_path, shipped, n=1, cutoff=0.8)
+    bare = not any(mark in name_or_path for mark in "/:\\.")
+    near = difflib.get_close_matches(name_or_path, shipped, n=1, cutoff=0.8) if bare else []
     if near:
         names = ", ".join(shipped)
         raise UserError(
