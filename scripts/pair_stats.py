@@ -28,16 +28,25 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="whose tokenizer counts the tokens")
     args = parser.parse_args()
     tokenizer = models.load_tokenizer(args.model)
-    rows, handled = [], 0
+    rows, handled, unknown = [], 0, []
     for name in args.files:
         rows += [json.loads(line) for line in Path(name).read_text().splitlines() if line.strip()]
         seen = Path(name + ".seen")
-        handled += len(seen.read_text().split()) if seen.exists() else 0
+        if seen.exists():
+            handled += len(seen.read_text().split())
+        else:
+            unknown.append(name)
     if not rows:
         raise SystemExit(f"{', '.join(args.files)}: no pairs")
     kinds = Counter(row.get("kind", "?") for row in rows)
-    print(f"{len(rows)} pairs ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) from {handled} prompts:")
-    print(f"  ties dropped: {handled - len(rows)}; tie-broken pairs: {sum(bool(r.get('tie_broken')) for r in rows)}")
+    tie_broken = sum(bool(r.get("tie_broken")) for r in rows)
+    counts = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+    if unknown:  # a merged or shipped file: how many prompts tied is not known
+        print(f"{len(rows)} pairs ({counts}):")
+        print(f"  ties dropped: unknown (no .seen file beside {', '.join(unknown)}); tie-broken pairs: {tie_broken}")
+    else:
+        print(f"{len(rows)} pairs ({counts}) from {handled} prompts:")
+        print(f"  ties dropped: {handled - len(rows)}; tie-broken pairs: {tie_broken}")
     for kind in kinds:
         apart = [r for r in rows if r.get("kind", "?") == kind and not r.get("tie_broken")]
         drawn = Counter(r["num_samples"] for r in apart if "num_samples" in r)  # written since --max-samples
