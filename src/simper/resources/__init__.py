@@ -37,7 +37,7 @@ def _shipped(name_or_path: str, shipped: dict[str, Path], kind: str) -> str:
     A bare name (no folder, split or file type: nothing the reader could take for a file or a hub
     dataset) close to a shipped set's is refused, naming the shipped sets; the reader would say only
     that no such file exists."""
-    if Path(name_or_path).exists() or Path(name_or_path.partition(":")[0]).exists():
+    if Path(name_or_path).exists():  # a name with a split is never bare, so it is never refused below
         return name_or_path
     if name_or_path in shipped:
         return str(shipped[name_or_path])
