@@ -99,7 +99,7 @@ def test_a_misspelt_shipped_set_names_the_shipped_ones(tiny_model_dir, tmp_path,
     assert_one_line_error(
         capsys,
         r"smollm2-pairs-larg: no such file or folder, nor a shipped pair set \(did you mean smollm2-pairs-large\? "
-        r"shipped: smollm2-pairs, smollm2-pairs-large\)",
+        r"shipped: smollm2-pairs, smollm2-pairs-large, smollm2-pairs-large-arithmetic\)",
     )
     assert not (tmp_path / "run").exists()
     assert main(["eval", str(tiny_model_dir), "--prompts", "handwriten"]) == 2

@@ -385,23 +385,38 @@ def test_compiled_layers_train_as_the_eager_ones(tiny_model_dir, tmp_path):
         assert_close(weights(tmp_path / "compiled")[key], value, atol=1e-5, rtol=1e-3)
 
 
+def test_the_shipped_arithmetic_set_is_the_large_sets_word_problems_told_apart():
+    from simper.resources import LARGE_ARITHMETIC_PAIRS, LARGE_TRAIN_PAIRS
+
+    large = LARGE_TRAIN_PAIRS.read_text().splitlines()
+    told_apart = [
+        line
+        for line in large
+        if (row := json.loads(line))["kind"] == "arithmetic" and row["score_chosen"] > row["score_rejected"]
+    ]
+    assert LARGE_ARITHMETIC_PAIRS.read_text().splitlines() == told_apart  # word for word, in the large set's order
+    assert len(told_apart) == 179
+
+
 def test_shipped_pair_sets_go_by_name_and_bring_their_held_out_set(tmp_path, monkeypatch):
     import simper.train
     from simper.config import TrainConfig
-    from simper.resources import HELDOUT_PAIRS, LARGE_TRAIN_PAIRS, TRAIN_PAIRS
+    from simper.resources import HELDOUT_PAIRS, LARGE_ARITHMETIC_PAIRS, LARGE_TRAIN_PAIRS, TRAIN_PAIRS
 
     read = []
     monkeypatch.setattr(
         simper.train, "prepare_data", lambda train, held_out, **settings: read.append((train, held_out))
     )
     mine = tmp_path / "mine.jsonl"
-    for sources in ([], ["smollm2-pairs-large"], ["smollm2-pairs", "smollm2-pairs-large"], [str(mine)]):
+    weighted = ["smollm2-pairs-large", "smollm2-pairs-large-arithmetic"]
+    for sources in ([], ["smollm2-pairs-large"], ["smollm2-pairs", "smollm2-pairs-large"], weighted, [str(mine)]):
         config = TrainConfig()
         config.data.train = sources
         simper.train._prepare_data(config, tokenizer=None)
     shipped, large, both = [str(TRAIN_PAIRS)], [str(LARGE_TRAIN_PAIRS)], [str(TRAIN_PAIRS), str(LARGE_TRAIN_PAIRS)]
     held_out = [str(HELDOUT_PAIRS)]
-    assert read == [(shipped, held_out), (large, held_out), (both, held_out), ([str(mine)], [])]
+    with_arithmetic = [str(LARGE_TRAIN_PAIRS), str(LARGE_ARITHMETIC_PAIRS)]
+    assert read == [(shipped, held_out), (large, held_out), (both, held_out), (with_arithmetic, held_out), ([str(mine)], [])]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "smollm2-pairs").write_text("")  # a file of that name is read as the file
     config = TrainConfig()

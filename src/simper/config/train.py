@@ -49,8 +49,8 @@ class DataConfig:
     train: list[str] = option(
         [],
         "training sources: .jsonl/.json/.parquet/.csv files, save_to_disk folders, hub ids (id:split); "
-        "empty = the shipped SmolLM2 on-policy pairs (by name: smollm2-pairs; smollm2-pairs-large holds more), with "
-        "their held-out set as eval",
+        "empty = the shipped SmolLM2 on-policy pairs (by name: smollm2-pairs; smollm2-pairs-large holds more; "
+        "smollm2-pairs-large-arithmetic its word problems told apart), with their held-out set as eval",
     )
     eval: list[str] = option([], "held-out sources (same kinds as train)")
     split: str = option("train", "split taken from hub datasets and save_to_disk folders")

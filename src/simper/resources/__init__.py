@@ -11,13 +11,21 @@ TRAIN_PAIRS = HERE / "smollm2_train_pairs.jsonl"
 LARGE_TRAIN_PAIRS = HERE / "smollm2_train_pairs_large.jsonl"
 """The shipped training pairs and more of the same kind (other seeds' prompts, some with more samples
 for prompts that tied): ``data.train=smollm2-pairs-large``; docs/pairs-and-eval.md says how each was made."""
+LARGE_ARITHMETIC_PAIRS = HERE / "smollm2_train_pairs_large_arithmetic.jsonl"
+"""The word-problem pairs of the large set whose chosen answer the reward scores above the rejected one
+(179 rows, each as it stands there): ``data.train=[smollm2-pairs-large, smollm2-pairs-large-arithmetic]``
+trains on them twice, weighting word problems (configs/recipes/smollm2-cpu-long-math.yaml)."""
 HELDOUT_PAIRS = HERE / "smollm2_heldout_pairs.jsonl"
 HANDWRITTEN_PROMPTS = HERE / "handwritten_prompts.jsonl"
 """96 held-out prompts written by hand (64 instructions, 32 word problems) in wording, framings and
 problem templates of their own: no sentence of the built-in generator's, which writes every
 training prompt. ``--prompts handwritten`` in ``simper eval`` and ``simper compare``."""
 SHIPPED_PROMPTS = {"handwritten": HANDWRITTEN_PROMPTS}
-SHIPPED_PAIRS = {"smollm2-pairs": TRAIN_PAIRS, "smollm2-pairs-large": LARGE_TRAIN_PAIRS}
+SHIPPED_PAIRS = {
+    "smollm2-pairs": TRAIN_PAIRS,
+    "smollm2-pairs-large": LARGE_TRAIN_PAIRS,
+    "smollm2-pairs-large-arithmetic": LARGE_ARITHMETIC_PAIRS,
+}
 
 
 def prompt_file(name_or_path: str) -> str:
@@ -27,8 +35,8 @@ def prompt_file(name_or_path: str) -> str:
 
 
 def pair_file(name_or_path: str) -> str:
-    """A shipped pair set's file for its name (``smollm2-pairs``, ``smollm2-pairs-large``), unless a
-    file of that name is there; else the source as given."""
+    """A shipped pair set's file for its name (``smollm2-pairs``, ``smollm2-pairs-large``,
+    ``smollm2-pairs-large-arithmetic``), unless a file of that name is there; else the source as given."""
     return _shipped(name_or_path, SHIPPED_PAIRS, "pair set")
 
 
