@@ -416,7 +416,13 @@ def test_shipped_pair_sets_go_by_name_and_bring_their_held_out_set(tmp_path, mon
     shipped, large, both = [str(TRAIN_PAIRS)], [str(LARGE_TRAIN_PAIRS)], [str(TRAIN_PAIRS), str(LARGE_TRAIN_PAIRS)]
     held_out = [str(HELDOUT_PAIRS)]
     with_arithmetic = [str(LARGE_TRAIN_PAIRS), str(LARGE_ARITHMETIC_PAIRS)]
-    assert read == [(shipped, held_out), (large, held_out), (both, held_out), (with_arithmetic, held_out), ([str(mine)], [])]
+    assert read == [
+        (shipped, held_out),
+        (large, held_out),
+        (both, held_out),
+        (with_arithmetic, held_out),
+        ([str(mine)], []),
+    ]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "smollm2-pairs").write_text("")  # a file of that name is read as the file
     config = TrainConfig()
