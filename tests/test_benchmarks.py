@@ -42,6 +42,54 @@ def test_step_table_ratios_and_mixed_lengths():
     assert step.lengths("fixed-256", 3, seed=0) == [(256, 256, 256)] * 3
 
 
+def test_flop_counts_worked_by_hand():
+    flops = _module("flops")
+    # hidden 4, q 2×2 = 4 wide, k/v 1×2 = 2 wide, MLP 8: 2·(4·(4+2+2+4) + 3·4·8) = 288 FLOPs a token a layer
+    m = {"hidden": 4, "layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 2, "intermediate": 8, "vocab": 10}
+    # simper: one row of 2 + 1 + 1 = 4 positions with a mask (all 4·4 scores), head (2·4·10 = 80) at the
+    # 2 response positions, forward + backward + the head's recompute (×4); ×3 passes elsewhere
+    assert flops.step_flops(m, "simper", [(2, 1, 1)], checkpointing=False) == {
+        "layers": 3 * 288 * 4,
+        "attention": 3 * 4 * 16 * 4,
+        "head": 4 * 80 * 2,
+    }
+    # TRL: 2 rows of 3, no padding: causal, 3·4/2 = 6 scores a row; the head at every position (×3)
+    assert flops.step_flops(m, "trl-cpo-simpo", [(2, 1, 1)], checkpointing=True) == {
+        "layers": 4 * 2 * 288 * 3,
+        "attention": 4 * 2 * 4 * 6 * 4,
+        "head": 3 * 80 * 2 * 3,
+    }
+    # with a kernel that skips masked scores (3 + 2·1 + 1 + 2·1 + 1 = 9 of 16) and logits kept (×3)
+    assert flops.step_flops(m, "simper-ideal", [(2, 1, 1)], checkpointing=False) == {
+        "layers": 3 * 288 * 4,
+        "attention": 3 * 4 * 9 * 4,
+        "head": 3 * 80 * 2,
+    }
+    # padded to the longest row (2 + 2): a mask goes to the kernel, every score of the 4 rows
+    padded = flops.step_flops(m, "trl-cpo-simpo", [(2, 1, 1), (2, 2, 1)], checkpointing=False)
+    assert padded["attention"] == 3 * 4 * 4 * 16 * 4 and padded["head"] == 3 * 80 * 4 * 4
+
+
+def test_flops_prints_the_ceiling_beside_the_measured_ratio(tiny_model_dir, tmp_path):
+    results = tmp_path / "step.jsonl"
+    rows = [("simper", 30.0), ("trl-cpo-simpo", 20.0)]
+    results.write_text(
+        "".join(
+            json.dumps({"contender": c, "data": "fixed-256", "gradient_checkpointing": False, "tokens_per_s": t}) + "\n"
+            for c, t in rows
+        )
+    )
+    command = [sys.executable, str(ROOT / "benchmarks" / "flops.py"), "--model", str(tiny_model_dir)]
+    done = subprocess.run([*command, "--results", str(results)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ceiling = next(line for line in done.stdout.splitlines() if line.startswith("| fixed-256 | off |"))
+    _, _, _, value, ratio, share, ideal, _ = (cell.strip().rstrip("×%") for cell in ceiling.split("|"))
+    assert float(ideal) > float(value)  # less work, a higher ceiling
+    assert ratio == "1.50" and abs(float(share) - 150 / float(value)) < 3  # 30 ÷ 20; its share of a rounded ceiling
+    unmeasured = next(line for line in done.stdout.splitlines() if line.startswith("| mixed | on |"))
+    assert "× | – | – | " in unmeasured  # a ceiling, nothing measured beside it
+
+
 def test_step_contenders_run_on_the_tiny_model(tiny_model_dir, tmp_path):
     output = tmp_path / "step.jsonl"
     command = [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--model", str(tiny_model_dir), "--data", "mixed"]
