@@ -46,28 +46,38 @@ def test_flop_counts_worked_by_hand():
     flops = _module("flops")
     # hidden 4, q 2×2 = 4 wide, k/v 1×2 = 2 wide, MLP 8: 2·(4·(4+2+2+4) + 3·4·8) = 288 FLOPs a token a layer
     m = {"hidden": 4, "layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 2, "intermediate": 8, "vocab": 10}
-    # simper: one row of 2 + 1 + 1 = 4 positions with a mask (all 4·4 scores), head (2·4·10 = 80) at the
-    # 2 response positions, forward + backward + the head's recompute (×4); ×3 passes elsewhere
+    # simper: one row of 2 + 1 + 1 = 4 positions with a mask (all 4·4 scores); layers ×3 (forward, backward),
+    # attention ×3.5 (its backward recomputes the scores), head (2·4·10 = 80) at the 2 response positions ×4
     assert flops.step_flops(m, "simper", [(2, 1, 1)], checkpointing=False) == {
         "layers": 3 * 288 * 4,
-        "attention": 3 * 4 * 16 * 4,
+        "attention": 3.5 * 4 * 16 * 4,
         "head": 4 * 80 * 2,
     }
-    # TRL: 2 rows of 3, no padding: causal, 3·4/2 = 6 scores a row; the head at every position (×3)
+    # TRL: 2 rows of 3, no padding, "causal": one block of keys, all 3·3 scores; checkpointing adds a forward
     assert flops.step_flops(m, "trl-cpo-simpo", [(2, 1, 1)], checkpointing=True) == {
         "layers": 4 * 2 * 288 * 3,
-        "attention": 4 * 2 * 4 * 6 * 4,
+        "attention": 4.5 * 2 * 4 * 9 * 4,
         "head": 3 * 80 * 2 * 3,
     }
-    # with a kernel that skips masked scores (3 + 2·1 + 1 + 2·1 + 1 = 9 of 16) and logits kept (×3)
+    # with a BOS in front the rows are 4 long
+    assert (
+        flops.step_flops({**m, "bos": 1}, "trl-cpo-simpo", [(2, 1, 1)], checkpointing=False)["head"] == 3 * 80 * 2 * 4
+    )
+    # a kernel that skips every masked score (3 + 2·1 + 1 + 2·1 + 1 = 9 of 16), logits kept (×3)
     assert flops.step_flops(m, "simper-ideal", [(2, 1, 1)], checkpointing=False) == {
         "layers": 3 * 288 * 4,
-        "attention": 3 * 4 * 9 * 4,
+        "attention": 3.5 * 4 * 9 * 4,
         "head": 3 * 80 * 2,
     }
+    # the row split in two calls: [prompt, chosen] "causal" (3·3 scores), rejected → [prompt, rejected] (1·3)
+    assert flops.step_flops(m, "simper-split", [(2, 1, 1)], checkpointing=False)["attention"] == 3.5 * 4 * 12 * 4
     # padded to the longest row (2 + 2): a mask goes to the kernel, every score of the 4 rows
     padded = flops.step_flops(m, "trl-cpo-simpo", [(2, 1, 1), (2, 2, 1)], checkpointing=False)
-    assert padded["attention"] == 3 * 4 * 4 * 16 * 4 and padded["head"] == 3 * 80 * 4 * 4
+    assert padded["attention"] == 3.5 * 4 * 4 * 16 * 4 and padded["head"] == 3 * 80 * 4 * 4
+    # torch's CPU kernel told "causal": keys in blocks of 512, whole blocks skipped
+    assert flops.causal(512) == 512 * 512  # one key block: every score
+    assert flops.causal(513) == 8 * 64 * 512 + 1 * 513  # 8 query blocks of 64 see block one; the last query both
+    assert flops.causal(1024) == 256 * (512 + 512 + 1024 + 1024)  # query blocks of 256: three quarters
 
 
 def test_flops_prints_the_ceiling_beside_the_measured_ratio(tiny_model_dir, tmp_path):
@@ -83,8 +93,8 @@ def test_flops_prints_the_ceiling_beside_the_measured_ratio(tiny_model_dir, tmp_
     done = subprocess.run([*command, "--results", str(results)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     ceiling = next(line for line in done.stdout.splitlines() if line.startswith("| fixed-256 | off |"))
-    _, _, _, value, ratio, share, ideal, _ = (cell.strip().rstrip("×%") for cell in ceiling.split("|"))
-    assert float(ideal) > float(value)  # less work, a higher ceiling
+    _, _, _, value, ratio, share, split, ideal, _ = (cell.strip().rstrip("×%") for cell in ceiling.split("|"))
+    assert float(ideal) > float(value) and float(ideal) >= float(split)  # less work, a higher ceiling
     assert ratio == "1.50" and abs(float(share) - 150 / float(value)) < 3  # 30 ÷ 20; its share of a rounded ceiling
     unmeasured = next(line for line in done.stdout.splitlines() if line.startswith("| mixed | on |"))
     assert "× | – | – | " in unmeasured  # a ceiling, nothing measured beside it
