@@ -119,7 +119,7 @@ def step_flops(
         bos = m.get("bos", 0)
         longest = bos + max(p + max(c, r) for p, c, r in batch)
         rows = 2 * len(batch)
-        unpadded = all(bos + p + max(c, r) == longest and c == r for p, c, r in batch)  # transformers: no mask
+        unpadded = len({p + n for p, c, r in batch for n in (c, r)}) == 1  # every row as long: no mask passed
         layers, attn = forward_flops(m, longest, causal(longest) if unpadded else longest**2)
         body, attention = rows * layers, rows * attn
         head = 3 * head_per_position * rows * longest
